@@ -1,0 +1,1 @@
+"""The ``caducee`` command line."""
