@@ -1,0 +1,375 @@
+"""``caducee smime``: sign, verify, encrypt, decrypt — shaped like ``openssl cms``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
+from caducee import smime
+from caducee.certfiles import load_certificate, load_certificates
+from caducee.core import pem as cmspem
+from caducee.core.algorithms import ContentCipher, Digest, KeyTransport, SignatureScheme
+from caducee.core.capabilities import LEGACY_GPGSM, Capabilities
+from caducee.core.cms.decrypt import decrypt_data
+from caducee.core.cms.envelope import Recipient, encrypt_data
+from caducee.core.cms.sign import sign_data
+from caducee.core.cms.verify import SignedReport, verify_signed_data
+from caducee.core.message import ProtectOptions, open_message
+from caducee.core.mime import headers
+from caducee.core.mime.canon import to_crlf
+from caducee.core.mime.enveloped import encrypt_mime
+from caducee.core.mime.signed import sign_mime
+from caducee.core.policy import choose_encryption
+from caducee.errors import CaduceeError, SignatureError, TrustError, UsageError
+from caducee.keys.api import DecryptionKey, SigningKey
+
+from .keyargs import load_key, read_file
+
+FORMATS = click.Choice(["smime", "pem", "der"], case_sensitive=False)
+CIPHERS = click.Choice([c.label for c in ContentCipher], case_sensitive=False)
+MESSAGE_FIELDS = ("from", "to", "subject", "date", "message-id")
+
+
+@click.group("smime")
+def group() -> None:
+    """Sign, verify, encrypt and decrypt S/MIME messages (options follow ``openssl cms``)."""
+
+
+def _read(path: str) -> bytes:
+    return sys.stdin.buffer.read() if path == "-" else read_file(path, "input")
+
+
+def _write(path: str, data: bytes) -> None:
+    if path == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _say(text: str) -> None:
+    click.echo(text, err=True)
+
+
+def _is_message(data: bytes) -> bool:
+    """An RFC 5322 message (routing headers to keep outside) rather than a bare MIME entity."""
+    try:
+        fields, _ = headers.split_message(data[: headers.MAX_HEADER_BYTES])
+    except CaduceeError:  # not parsable as headers: plain content
+        return False
+    return any(f.key in MESSAGE_FIELDS for f in fields)
+
+
+def _keyopts(values: Sequence[str]) -> dict[str, str]:
+    opts: dict[str, str] = {}
+    for value in values:
+        name, sep, arg = value.partition(":")
+        if not sep:
+            raise UsageError(f"--keyopt {value}: expected NAME:VALUE")
+        opts[name] = arg.lower()
+    return opts
+
+
+def _extra_certs(paths: Sequence[str]) -> list[x509.Certificate]:
+    return [c for p in paths for c in load_certificates(read_file(p, "certificate file"), p)]
+
+
+def _der_in(data: bytes, inform: str) -> bytes:
+    return cmspem.decode(data) if inform == "pem" else data
+
+
+def _der_out(der: bytes, outform: str) -> bytes:
+    return cmspem.encode(der) if outform == "pem" else der
+
+
+# -- sign ---------------------------------------------------------------------------------------
+
+
+@group.command()
+@click.option("--in", "in_", default="-", show_default=True, help="Message or content to sign.")
+@click.option("--out", default="-", show_default=True)
+@click.option("--signer", "signer_cert", help="Signer certificate (PEM/DER).")
+@click.option("--inkey", required=True, help="Key: PEM/DER, PKCS#12, or a pkcs11: URI.")
+@click.option("--passin", help="Key password: pass:TEXT, file:PATH, env:VAR, prompt:.")
+@click.option("--certfile", multiple=True, help="Extra certificates to include.")
+@click.option("--md", default="sha256", type=click.Choice(["sha256", "sha384", "sha512"]))
+@click.option("--keyopt", multiple=True, help="rsa_padding_mode:pss|pkcs1")
+@click.option("--detached/--opaque", "--detached/--nodetach", default=True, show_default=True)
+@click.option("--outform", type=FORMATS, default="smime", show_default=True)
+@click.option("--text", is_flag=True, help="Wrap the input as text/plain first.")
+@click.option("--entity", is_flag=True, help="Sign the input as a bare MIME entity.")
+@click.option("--no-header-protection", is_flag=True)
+def sign(**o: Any) -> None:
+    """Sign a message: multipart/signed (detached) or signed-data (opaque)."""
+    key, chain = load_key(o["inkey"], o["signer_cert"], o["passin"], "signer")
+    signer = _as_signer(key)
+    scheme = _scheme(_keyopts(o["keyopt"]), signer)
+    digest = Digest.from_name(o["md"])
+    extra = [*chain, *_extra_certs(o["certfile"])]
+    data = _read(o["in_"])
+    if o["text"]:
+        data = b"Content-Type: text/plain\r\n\r\n" + to_crlf(data)
+    now = smime.now()
+    if o["outform"] != "smime":
+        der = sign_data(
+            to_crlf(data),
+            signer,
+            signing_time=now,
+            digest=digest,
+            scheme=scheme,
+            detached=o["detached"],
+            capabilities=Capabilities(),
+            extra_certificates=extra,
+        )
+        _write(o["out"], _der_out(der, o["outform"]))
+        return
+    if _is_message(data) and not o["entity"]:
+        options = ProtectOptions(
+            detached=o["detached"],
+            digest=digest,
+            scheme=scheme,
+            capabilities=Capabilities(),
+            header_protection=not o["no_header_protection"],
+            extra_certificates=tuple(extra),
+        )
+        out = smime.protect(data, signer=signer, options=options, signing_time=now)
+    else:
+        out = sign_mime(
+            data,
+            signer,
+            signing_time=now,
+            detached=o["detached"],
+            digest=digest,
+            scheme=scheme,
+            capabilities=Capabilities(),
+            extra_certificates=extra,
+        )
+    _write(o["out"], out)
+
+
+def _as_signer(key: object) -> SigningKey:
+    if not isinstance(key, SigningKey):
+        raise UsageError("this key cannot sign")
+    return key
+
+
+def _as_decryptor(key: object) -> DecryptionKey:
+    if not isinstance(key, DecryptionKey):
+        raise UsageError("this key cannot decrypt")
+    return key
+
+
+def _scheme(opts: dict[str, str], signer: SigningKey) -> SignatureScheme | None:
+    mode = opts.pop("rsa_padding_mode", None)
+    if opts:
+        raise UsageError(f"--keyopt {', '.join(opts)}: not supported when signing")
+    if mode is None:
+        return None
+    wanted = {"pss": SignatureScheme.RSA_PSS, "pkcs1": SignatureScheme.RSA_PKCS1V15}.get(mode)
+    if wanted is None:
+        raise UsageError(f"--keyopt rsa_padding_mode:{mode}: use pss or pkcs1")
+    if wanted not in signer.signature_schemes():
+        raise UsageError(f"the signer key cannot sign with {wanted.value}")
+    return wanted
+
+
+# -- verify -------------------------------------------------------------------------------------
+
+
+@group.command()
+@click.option("--in", "in_", default="-", show_default=True)
+@click.option("--out", help="Write the signed content here.")
+@click.option("--content", help="Detached content (with --inform pem|der).")
+@click.option("--inform", type=FORMATS, default="smime", show_default=True)
+@click.option("--CAfile", "cafile", help="Trusted CA certificates: check the signer's chain.")
+@click.option("--certfile", multiple=True, help="Extra certificates (signer, intermediates).")
+@click.option("--noverify", is_flag=True, help="Do not check the signer's certificate chain.")
+def verify(**o: Any) -> None:
+    """Verify every signature of a signed message and report the signers."""
+    data = _read(o["in_"])
+    extra = _extra_certs(o["certfile"])
+    if o["inform"] == "smime":
+        opened = open_message(data, extra_certificates=extra)
+        reports = [layer.signed for layer in opened.layers if layer.signed is not None]
+        if not reports:
+            raise SignatureError("the message is not signed")
+        content = opened.entity
+        for layer in opened.layers:
+            _say(layer.describe())
+    else:
+        detached = read_file(o["content"], "content") if o["content"] else None
+        report = verify_signed_data(
+            _der_in(data, o["inform"]), detached_content=detached, extra_certificates=extra
+        )
+        reports = [report]
+        content = report.content
+    for report in reports:
+        report.raise_for_invalid()
+        if o["cafile"] and not o["noverify"]:
+            _check_chains(report, load_certificates(read_file(o["cafile"], "CA file")), extra)
+    if o["out"]:
+        _write(o["out"], content)
+    _say("Verification successful")
+
+
+def _check_chains(
+    report: SignedReport, anchors: list[x509.Certificate], extra: list[x509.Certificate]
+) -> None:
+    pool = [*report.certificates, *extra]
+    for signer in report.signers:
+        assert signer.certificate is not None
+        at = signer.signing_time or smime.now()
+        path = _chain(signer.certificate, anchors, pool, at)
+        _say("  path: " + " <- ".join(c.subject.rfc4514_string() for c in path))
+
+
+def _chain(
+    cert: x509.Certificate,
+    anchors: list[x509.Certificate],
+    pool: list[x509.Certificate],
+    at: dt.datetime,
+) -> list[x509.Certificate]:
+    """Issuer-signature chain to an anchor, each certificate valid at ``at``.
+
+    A deliberately simple check for ``--CAfile``; full path validation with revocation is
+    ``caducee.pki.validate`` (``--trust``/``--crl``).
+    """
+    path = [cert]
+    for _ in range(8):
+        current = path[-1]
+        if not current.not_valid_before_utc <= at <= current.not_valid_after_utc:
+            raise TrustError(f"certificate {current.subject.rfc4514_string()} not valid at {at}")
+        for anchor in anchors:
+            if _issued_by(current, anchor):
+                return [*path, anchor] if anchor != current else path
+        issuer = next((c for c in pool if c not in path and _issued_by(current, c)), None)
+        if issuer is None:
+            break
+        path.append(issuer)
+    raise TrustError(
+        f"signer certificate {cert.subject.rfc4514_string()} does not chain to the CA file"
+    )
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+# -- encrypt ------------------------------------------------------------------------------------
+
+
+@group.command()
+@click.argument("certs", nargs=-1)
+@click.option("--in", "in_", default="-", show_default=True)
+@click.option("--out", default="-", show_default=True)
+@click.option("--recip", multiple=True, help="Recipient certificate (repeatable).")
+@click.option("--cipher", type=CIPHERS, help="Default: the strongest all recipients support.")
+@click.option(
+    "--keyopt", multiple=True, help="rsa_padding_mode:oaep|pkcs1, rsa_oaep_md:sha256|sha1"
+)
+@click.option("--keyid", is_flag=True, help="Identify recipients by subject key identifier.")
+@click.option(
+    "--legacy", is_flag=True, help="Recipients are legacy (gpgsm): AES-CBC + PKCS#1 v1.5."
+)
+@click.option("--outform", type=FORMATS, default="smime", show_default=True)
+@click.option("--entity", is_flag=True, help="Encrypt the input as a bare MIME entity.")
+@click.option("--no-header-protection", is_flag=True)
+def encrypt(certs: tuple[str, ...], **o: Any) -> None:
+    """Encrypt for every recipient: AuthEnvelopedData (GCM) or EnvelopedData (CBC)."""
+    paths = [*o["recip"], *certs]
+    if not paths:
+        raise UsageError("give at least one recipient certificate (--recip CERT)")
+    recipient_certs = [load_certificate(read_file(p, "certificate"), p) for p in paths]
+    caps = LEGACY_GPGSM if o["legacy"] else None
+    preferred = ContentCipher.from_name(o["cipher"]) if o["cipher"] else None
+    choice = choose_encryption([(c, caps) for c in recipient_certs], preferred=preferred)
+    transport = _transport(_keyopts(o["keyopt"]))
+    recipients = [
+        Recipient(r.certificate, transport or r.key_transport, use_ski=o["keyid"])
+        for r in choice.recipients
+    ]
+    data = _read(o["in_"])
+    if o["outform"] != "smime":
+        der = encrypt_data(to_crlf(data), recipients, random=os.urandom, cipher=choice.cipher)
+        _write(o["out"], _der_out(der, o["outform"]))
+        return
+    if _is_message(data) and not o["entity"]:
+        options = ProtectOptions(
+            cipher=choice.cipher, header_protection=not o["no_header_protection"]
+        )
+        out = smime.protect(data, recipients=recipients, options=options)
+    else:
+        out = encrypt_mime(data, recipients, random=os.urandom, cipher=choice.cipher)
+    _write(o["out"], out)
+
+
+def _transport(opts: dict[str, str]) -> KeyTransport | None:
+    mode = opts.pop("rsa_padding_mode", None)
+    md = opts.pop("rsa_oaep_md", None)
+    if opts:
+        raise UsageError(f"--keyopt {', '.join(opts)}: not supported when encrypting")
+    if mode in (None, "oaep") and md is None:
+        return KeyTransport.RSA_OAEP_SHA256 if mode == "oaep" else None
+    if mode == "pkcs1":
+        return KeyTransport.RSA_PKCS1V15
+    if mode in (None, "oaep") and md in ("sha1", "sha256"):
+        return KeyTransport.RSA_OAEP_SHA1 if md == "sha1" else KeyTransport.RSA_OAEP_SHA256
+    raise UsageError("--keyopt: rsa_padding_mode is oaep or pkcs1, rsa_oaep_md is sha256 or sha1")
+
+
+# -- decrypt ------------------------------------------------------------------------------------
+
+
+@group.command()
+@click.option("--in", "in_", default="-", show_default=True)
+@click.option("--out", default="-", show_default=True)
+@click.option("--recip", "recip_cert", help="Our encryption certificate (with a PEM/DER key).")
+@click.option("--inkey", required=True, help="Key: PEM/DER, PKCS#12, or a pkcs11: URI.")
+@click.option("--passin", help="Key password: pass:TEXT, file:PATH, env:VAR, prompt:.")
+@click.option("--inform", type=FORMATS, default="smime", show_default=True)
+@click.option("--one-layer", is_flag=True, help="Remove the encryption layer only (as openssl).")
+@click.option("--certfile", multiple=True, help="Extra certificates for inner signatures.")
+def decrypt(**o: Any) -> None:
+    """Decrypt, then unwrap and verify every inner layer, reporting each."""
+    key, _ = load_key(o["inkey"], o["recip_cert"], o["passin"], "recipient")
+    keys = [_as_decryptor(key)]
+    data = _read(o["in_"])
+    if o["inform"] != "smime":
+        report = decrypt_data(_der_in(data, o["inform"]), keys)
+        _say(f"encrypted: {report.cipher.label}")
+        _write(o["out"], report.content)
+        return
+    opened = open_message(
+        data,
+        keys=keys,
+        extra_certificates=_extra_certs(o["certfile"]),
+        stop_after=1 if o["one_layer"] else None,
+    )
+    for layer in opened.layers:
+        _say(layer.describe())
+    if not opened.encrypted:
+        raise UsageError("the message is not encrypted")
+    if opened.signed and not opened.signature_valid:
+        _write(o["out"], opened.entity)
+        raise SignatureError("decrypted, but a signature inside does not verify")
+    _write(o["out"], opened.entity)
