@@ -9,7 +9,9 @@ import click
 from cryptography import x509
 
 from caducee.certfiles import load_certificate
+from caducee.core.capabilities import Capabilities
 from caducee.errors import KeyStoreError, UsageError
+from caducee.keys.api import DecryptionKey, SigningKey
 from caducee.keys.software import SoftwareKey, load_pkcs12, load_private_key
 
 
@@ -44,16 +46,37 @@ def _is_pkcs12(data: bytes) -> bool:
     return data[:1] == b"\x30" and b"\x02\x01\x03" in data[:8]
 
 
-def load_key(
-    inkey: str, cert_path: str | None, passin: str | None, purpose: str
-) -> tuple[object, list[x509.Certificate]]:
-    """A key implementing the keys protocols, and extra certificates that came with it."""
+def load_signer(
+    inkey: str, cert_path: str | None, passin: str | None
+) -> tuple[SigningKey, list[x509.Certificate], Capabilities]:
+    """The signing key, certificates that came with it, and the capabilities to announce."""
     if inkey.startswith("pkcs11:"):
-        try:
-            from caducee.keys.open import open_key  # the card backend
-        except ImportError:
-            raise UsageError("PKCS#11 keys are not available in this installation") from None
-        return open_key(inkey, pin_callback=_pin_prompt), []
+        from caducee.keys.open import open_key
+        from caducee.keys.pkcs11 import card_capabilities
+
+        card_key = open_key(inkey, pin_callback=_pin_prompt, purpose="sign")
+        return card_key, [], card_capabilities(card_key)
+    key, extra = _software_key(inkey, cert_path, passin, "signer")
+    return key, extra, Capabilities()
+
+
+def load_decryptors(inkey: str, cert_path: str | None, passin: str | None) -> list[DecryptionKey]:
+    """Decryption keys: one for a key file; for a card, every encryption key it holds (history)."""
+    if inkey.startswith("pkcs11:"):
+        from caducee.keys.open import open_card, open_key
+        from caducee.keys.pkcs11_uri import parse_pkcs11_uri
+
+        uri = parse_pkcs11_uri(inkey)
+        if uri.object is None and uri.id is None:
+            return list(open_card(inkey, pin_callback=_pin_prompt).decryption_keys())
+        return [open_key(inkey, pin_callback=_pin_prompt, purpose="decrypt")]
+    key, _ = _software_key(inkey, cert_path, passin, "recipient")
+    return [key]
+
+
+def _software_key(
+    inkey: str, cert_path: str | None, passin: str | None, purpose: str
+) -> tuple[SoftwareKey, list[x509.Certificate]]:
     data = read_file(inkey, "key file")
     pw = password(passin, "Key password")
     if _is_pkcs12(data):

@@ -16,21 +16,21 @@ from caducee import smime
 from caducee.certfiles import load_certificate, load_certificates
 from caducee.core import pem as cmspem
 from caducee.core.algorithms import ContentCipher, Digest, KeyTransport, SignatureScheme
-from caducee.core.capabilities import LEGACY_GPGSM, Capabilities
+from caducee.core.capabilities import LEGACY_GPGSM
 from caducee.core.cms.decrypt import decrypt_data
 from caducee.core.cms.envelope import Recipient, encrypt_data
 from caducee.core.cms.sign import sign_data
 from caducee.core.cms.verify import SignedReport, verify_signed_data
-from caducee.core.message import ProtectOptions, open_message
+from caducee.core.message import Layer, ProtectOptions, certificate_label, open_message
 from caducee.core.mime import headers
 from caducee.core.mime.canon import to_crlf
 from caducee.core.mime.enveloped import encrypt_mime
 from caducee.core.mime.signed import sign_mime
 from caducee.core.policy import choose_encryption
 from caducee.errors import CaduceeError, SignatureError, TrustError, UsageError
-from caducee.keys.api import DecryptionKey, SigningKey
+from caducee.keys.api import SigningKey
 
-from .keyargs import load_key, read_file
+from .keyargs import load_decryptors, load_signer, read_file
 
 FORMATS = click.Choice(["smime", "pem", "der"], case_sensitive=False)
 CIPHERS = click.Choice([c.label for c in ContentCipher], case_sensitive=False)
@@ -110,17 +110,18 @@ def _der_out(der: bytes, outform: str) -> bytes:
 @click.option("--certfile", multiple=True, help="Extra certificates to include.")
 @click.option("--md", default="sha256", type=click.Choice(["sha256", "sha384", "sha512"]))
 @click.option("--keyopt", multiple=True, help="rsa_padding_mode:pss|pkcs1")
-@click.option("--detached/--opaque", "--detached/--nodetach", default=True, show_default=True)
+@click.option("--detached/--opaque", default=True, show_default=True)
+@click.option("--nodetach", is_flag=True, help="Same as --opaque (openssl's name).")
 @click.option("--outform", type=FORMATS, default="smime", show_default=True)
 @click.option("--text", is_flag=True, help="Wrap the input as text/plain first.")
 @click.option("--entity", is_flag=True, help="Sign the input as a bare MIME entity.")
 @click.option("--no-header-protection", is_flag=True)
 def sign(**o: Any) -> None:
     """Sign a message: multipart/signed (detached) or signed-data (opaque)."""
-    key, chain = load_key(o["inkey"], o["signer_cert"], o["passin"], "signer")
-    signer = _as_signer(key)
+    signer, chain, capabilities = load_signer(o["inkey"], o["signer_cert"], o["passin"])
     scheme = _scheme(_keyopts(o["keyopt"]), signer)
     digest = Digest.from_name(o["md"])
+    detached = o["detached"] and not o["nodetach"]
     extra = [*chain, *_extra_certs(o["certfile"])]
     data = _read(o["in_"])
     if o["text"]:
@@ -133,18 +134,18 @@ def sign(**o: Any) -> None:
             signing_time=now,
             digest=digest,
             scheme=scheme,
-            detached=o["detached"],
-            capabilities=Capabilities(),
+            detached=detached,
+            capabilities=capabilities,
             extra_certificates=extra,
         )
         _write(o["out"], _der_out(der, o["outform"]))
         return
     if _is_message(data) and not o["entity"]:
         options = ProtectOptions(
-            detached=o["detached"],
+            detached=detached,
             digest=digest,
             scheme=scheme,
-            capabilities=Capabilities(),
+            capabilities=capabilities,
             header_protection=not o["no_header_protection"],
             extra_certificates=tuple(extra),
         )
@@ -154,25 +155,13 @@ def sign(**o: Any) -> None:
             data,
             signer,
             signing_time=now,
-            detached=o["detached"],
+            detached=detached,
             digest=digest,
             scheme=scheme,
-            capabilities=Capabilities(),
+            capabilities=capabilities,
             extra_certificates=extra,
         )
     _write(o["out"], out)
-
-
-def _as_signer(key: object) -> SigningKey:
-    if not isinstance(key, SigningKey):
-        raise UsageError("this key cannot sign")
-    return key
-
-
-def _as_decryptor(key: object) -> DecryptionKey:
-    if not isinstance(key, DecryptionKey):
-        raise UsageError("this key cannot decrypt")
-    return key
 
 
 def _scheme(opts: dict[str, str], signer: SigningKey) -> SignatureScheme | None:
@@ -210,8 +199,7 @@ def verify(**o: Any) -> None:
         if not reports:
             raise SignatureError("the message is not signed")
         content = opened.entity
-        for layer in opened.layers:
-            _say(layer.describe())
+        described = [layer.describe() for layer in opened.layers]
     else:
         detached = read_file(o["content"], "content") if o["content"] else None
         report = verify_signed_data(
@@ -219,10 +207,15 @@ def verify(**o: Any) -> None:
         )
         reports = [report]
         content = report.content
+        described = [Layer("signed", signed=report).describe()]
+    paths: list[str] = []
     for report in reports:
         report.raise_for_invalid()
         if o["cafile"] and not o["noverify"]:
-            _check_chains(report, load_certificates(read_file(o["cafile"], "CA file")), extra)
+            anchors = load_certificates(read_file(o["cafile"], "CA file"))
+            paths += _check_chains(report, anchors, extra)
+    for line in described + paths:
+        _say(line)
     if o["out"]:
         _write(o["out"], content)
     _say("Verification successful")
@@ -230,13 +223,15 @@ def verify(**o: Any) -> None:
 
 def _check_chains(
     report: SignedReport, anchors: list[x509.Certificate], extra: list[x509.Certificate]
-) -> None:
+) -> list[str]:
     pool = [*report.certificates, *extra]
+    lines = []
     for signer in report.signers:
         assert signer.certificate is not None
         at = signer.signing_time or smime.now()
         path = _chain(signer.certificate, anchors, pool, at)
-        _say("  path: " + " <- ".join(c.subject.rfc4514_string() for c in path))
+        lines.append("  path: " + " <- ".join(certificate_label(c) for c in path))
+    return lines
 
 
 def _chain(
@@ -254,7 +249,7 @@ def _chain(
     for _ in range(8):
         current = path[-1]
         if not current.not_valid_before_utc <= at <= current.not_valid_after_utc:
-            raise TrustError(f"certificate {current.subject.rfc4514_string()} not valid at {at}")
+            raise TrustError(f"certificate of {certificate_label(current)} not valid at {at}")
         for anchor in anchors:
             if _issued_by(current, anchor):
                 return [*path, anchor] if anchor != current else path
@@ -263,7 +258,7 @@ def _chain(
             break
         path.append(issuer)
     raise TrustError(
-        f"signer certificate {cert.subject.rfc4514_string()} does not chain to the CA file"
+        f"signer certificate of {certificate_label(cert)} does not chain to the CA file"
     )
 
 
@@ -351,8 +346,7 @@ def _transport(opts: dict[str, str]) -> KeyTransport | None:
 @click.option("--certfile", multiple=True, help="Extra certificates for inner signatures.")
 def decrypt(**o: Any) -> None:
     """Decrypt, then unwrap and verify every inner layer, reporting each."""
-    key, _ = load_key(o["inkey"], o["recip_cert"], o["passin"], "recipient")
-    keys = [_as_decryptor(key)]
+    keys = load_decryptors(o["inkey"], o["recip_cert"], o["passin"])
     data = _read(o["in_"])
     if o["inform"] != "smime":
         report = decrypt_data(_der_in(data, o["inform"]), keys)

@@ -80,20 +80,24 @@ def protect(
             extra_certificates=options.extra_certificates,
         )
 
-    def encrypt(data: bytes) -> bytes:
-        return encrypt_mime(data, recipients, random=random, cipher=options.cipher)
+    def encrypt(data: bytes, canonical: bool = True) -> bytes:
+        return encrypt_mime(
+            data, recipients, random=random, cipher=options.cipher, canonical=canonical
+        )
 
     if signer is not None and encrypting:
         if options.order == "sign-encrypt":
             entity = encrypt(sign(entity))
         elif options.order == "encrypt-sign":
-            entity = sign(encrypt(entity))
+            entity = sign(encrypt(entity, canonical=False))
         else:
             entity = sign(encrypt(sign(entity)))
     elif signer is not None:
         entity = sign(entity)
     else:
-        entity = encrypt(entity)
+        entity = encrypt(entity, canonical=False)
+    if entity.startswith(b"MIME-Version:"):  # the entity brings its own; keep exactly one
+        entity = entity[entity.index(b"\n") + 1 :]
     outer = [f for f in outer if f.key != "mime-version"]
     return b"".join(f.line() for f in outer) + b"MIME-Version: 1.0\r\n" + entity
 
@@ -114,11 +118,25 @@ class Layer:
         assert self.signed is not None
         parts = []
         for s in self.signed.signers:
-            who = s.certificate.subject.rfc4514_string() if s.certificate else "unknown signer"
+            who = certificate_label(s.certificate) if s.certificate else "unknown signer"
             state = "valid" if s.valid else f"INVALID ({s.error})"
             parts.append(f"{who}: {s.scheme.value}/{s.digest.label} {state}")
         mode = "detached" if self.signed.detached else "opaque"
         return f"signed ({mode}): " + "; ".join(parts or ["no signer"])
+
+
+def certificate_label(cert: x509.Certificate) -> str:
+    """'Common Name <e-mail>' for people, from the subject and the subjectAltName."""
+    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    cn = str(names[0].value) if names else cert.subject.rfc4514_string()
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        emails = san.get_values_for_type(x509.RFC822Name)
+    except x509.ExtensionNotFound:
+        emails = [
+            str(a.value) for a in cert.subject.get_attributes_for_oid(x509.NameOID.EMAIL_ADDRESS)
+        ]
+    return f"{cn} <{emails[0]}>" if emails else cn
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,248 @@
+"""``caducee card``: issue, inspect and manage the professional's PKCS#11 card.
+
+PINs are read from a hidden prompt, or for automation from a file (``--pin-source``) or an
+environment variable (``CADUCEE_PIN``, ``CADUCEE_SO_PIN``, ``CADUCEE_NEW_PIN``). They are never
+echoed, logged or written anywhere.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import pathlib
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from cryptography.hazmat.primitives import serialization
+
+from caducee import devpki
+from caducee.card import card_status, change_pin, issue_card, list_cards, unblock_pin
+from caducee.card.devissuer import devpki_issuer, load_test_ca
+from caducee.errors import UsageError
+from caducee.keys.open import read_pin_file
+from caducee.keys.pkcs11 import Pkcs11Module, TokenInfo, default_module_path
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+KINDS = click.Choice(["rsa2048", "rsa3072", "p256", "p384"])
+
+
+@click.group("card")
+def group() -> None:
+    """Issue and manage the professional's smart card (PKCS#11)."""
+
+
+def _module_option(func: F) -> F:
+    return click.option(
+        "--module",
+        "module_path",
+        metavar="PATH",
+        help="PKCS#11 module (default: $CADUCEE_PKCS11_MODULE, else SoftHSM2).",
+    )(func)
+
+
+def _token_option(func: F) -> F:
+    return click.option(
+        "--token", "label", metavar="LABEL", help="Card label (needed when several are present)."
+    )(func)
+
+
+def _pin(source: str | None, env: str, prompt: str, *, confirm: bool = False) -> str:
+    """A PIN from ``--...-pin-source``, then ``$env``, then a hidden prompt."""
+    if source:
+        return read_pin_file(source)
+    value = os.environ.get(env)
+    if value:
+        return value
+    pin = click.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
+    return str(pin)
+
+
+def _open_module(path: str | None) -> Pkcs11Module:
+    return Pkcs11Module(path or default_module_path())
+
+
+def _token(module: Pkcs11Module, label: str | None) -> TokenInfo:
+    return module.find_token(label=label)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+# -- list / status --------------------------------------------------------------------------
+
+
+@group.command("list")
+@_module_option
+def list_command(module_path: str | None) -> None:
+    """List the cards present in the readers."""
+    with _open_module(module_path) as module:
+        cards = list_cards(module)
+        if not cards:
+            click.echo(f"no card in {module.path}")
+            return
+        for token in cards:
+            maker = " ".join(filter(None, (token.manufacturer, token.model)))
+            click.echo(f"{token.label}\tserial {token.serial}\t{maker}\tslot {token.slot}")
+
+
+@group.command("status")
+@_module_option
+@_token_option
+@click.option("--keys", "with_keys", is_flag=True, help="Also list private keys (asks the PIN).")
+@click.option("--pin-source", metavar="FILE", help="Read the PIN from FILE (with --keys).")
+def status_command(
+    module_path: str | None, label: str | None, with_keys: bool, pin_source: str | None
+) -> None:
+    """Show the holder, key and certificate objects, validity and PIN state of a card."""
+    with _open_module(module_path) as module:
+        token = _token(module, label)
+        pin = (
+            _pin(pin_source, "CADUCEE_PIN", f"PIN for card {token.label!r}") if with_keys else None
+        )
+        status = card_status(module, token, at=_now(), pin=pin)
+        del pin
+    t = status.token
+    click.echo(f"card:    {t.label} (serial {t.serial}, {t.manufacturer} {t.model})")
+    click.echo(f"holder:  {status.holder or 'unknown (no certificate on the card)'}")
+    click.echo(f"PIN:     {status.pin.describe()}")
+    for obj in status.objects:
+        if obj.kind == "certificate":
+            state = "valid" if obj.valid else "NOT valid now"
+            until = obj.not_after.date().isoformat() if obj.not_after else "?"
+            click.echo(
+                f"cert     {obj.label:<11} {obj.purpose:<10} until {until} ({state})  "
+                f"id {obj.id[:16]}  {obj.subject}"
+            )
+        else:
+            origin = "generated on card" if obj.generated_on_card else "imported"
+            guard = "non-extractable" if obj.sensitive and not obj.extractable else "EXTRACTABLE"
+            click.echo(f"key      {obj.label:<11} {origin}, {guard}  id {obj.id[:16]}")
+    if not status.keys_listed:
+        click.echo("(private keys not listed: use --keys and give the PIN)")
+
+
+# -- PIN management -------------------------------------------------------------------------
+
+
+@group.command("change-pin")
+@_module_option
+@_token_option
+@click.option("--pin-source", metavar="FILE", help="Read the current PIN from FILE.")
+@click.option("--new-pin-source", metavar="FILE", help="Read the new PIN from FILE.")
+def change_pin_command(
+    module_path: str | None, label: str | None, pin_source: str | None, new_pin_source: str | None
+) -> None:
+    """Change the card's PIN (the current one is needed)."""
+    with _open_module(module_path) as module:
+        token = _token(module, label)
+        old = _pin(pin_source, "CADUCEE_PIN", f"Current PIN for card {token.label!r}")
+        new = _pin(new_pin_source, "CADUCEE_NEW_PIN", "New PIN", confirm=True)
+        change_pin(module, token, old, new)
+        del old, new
+    click.echo(f"PIN of card {token.label!r} changed")
+
+
+@group.command("unblock")
+@_module_option
+@_token_option
+@click.option("--so-pin-source", metavar="FILE", help="Read the SO PIN (PUK) from FILE.")
+@click.option("--new-pin-source", metavar="FILE", help="Read the new PIN from FILE.")
+def unblock_command(
+    module_path: str | None,
+    label: str | None,
+    so_pin_source: str | None,
+    new_pin_source: str | None,
+) -> None:
+    """Unblock a locked card with the SO PIN (PUK) and set a new PIN."""
+    with _open_module(module_path) as module:
+        token = _token(module, label)
+        so_pin = _pin(so_pin_source, "CADUCEE_SO_PIN", f"SO PIN (PUK) for card {token.label!r}")
+        new = _pin(new_pin_source, "CADUCEE_NEW_PIN", "New PIN", confirm=True)
+        unblock_pin(module, token, so_pin, new)
+        del so_pin, new
+    click.echo(f"card {token.label!r} unblocked with a new PIN")
+
+
+# -- issuance -------------------------------------------------------------------------------
+
+
+def _write_public(path: pathlib.Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+
+
+@group.command("issue")
+@_module_option
+@click.option("--token", "label", required=True, metavar="LABEL", help="Label for the new card.")
+@click.option("--email", required=True, help="The holder's e-mail address.")
+@click.option("--name", help="The holder's name (certificate common name).")
+@click.option("--kind", type=KINDS, default="rsa2048", show_default=True, help="Key type.")
+@click.option("--ca-cert", metavar="FILE", help="TEST CA certificate (PEM).")
+@click.option("--ca-key", metavar="FILE", help="TEST CA private key (PEM, unencrypted).")
+@click.option(
+    "--cert-out",
+    metavar="DIR",
+    help="Write signature.pem, encryption.pem (and test-ca.pem) to DIR.",
+)
+@click.option("--so-pin-source", metavar="FILE", help="Read the new SO PIN (PUK) from FILE.")
+@click.option("--pin-source", metavar="FILE", help="Read the new user PIN from FILE.")
+def issue_command(
+    module_path: str | None,
+    label: str,
+    email: str,
+    name: str | None,
+    kind: str,
+    ca_cert: str | None,
+    ca_key: str | None,
+    cert_out: str | None,
+    so_pin_source: str | None,
+    pin_source: str | None,
+) -> None:
+    """Initialise a blank card and put signature and encryption keys with TEST certificates on it.
+
+    Certificates come from a TEST CA until the operator PKI is in place: give one with
+    --ca-cert/--ca-key, or a throw-away one is made (see --cert-out).
+    """
+    if (ca_cert is None) != (ca_key is None):
+        raise UsageError("give both --ca-cert and --ca-key, or neither")
+    if ca_cert and ca_key:
+        ca = load_test_ca(_read(ca_cert, "CA certificate"), _read(ca_key, "CA key"))
+    else:
+        ca = devpki.make_ca("caducee throw-away card CA")
+    so_pin = _pin(so_pin_source, "CADUCEE_SO_PIN", "New SO PIN (PUK)", confirm=True)
+    user_pin = _pin(pin_source, "CADUCEE_PIN", "New PIN", confirm=True)
+    with _open_module(module_path) as module:
+        issued = issue_card(
+            module,
+            label=label,
+            so_pin=so_pin,
+            user_pin=user_pin,
+            issuer=devpki_issuer(ca, email, name),
+            kind=kind,  # type: ignore[arg-type]
+        )
+    del so_pin, user_pin
+    pem = serialization.Encoding.PEM
+    if cert_out:
+        out = pathlib.Path(cert_out)
+        _write_public(out / "signature.pem", issued.signature_certificate.public_bytes(pem))
+        _write_public(out / "encryption.pem", issued.encryption_certificate.public_bytes(pem))
+        _write_public(out / "test-ca.pem", ca.certificate.public_bytes(pem))
+    click.echo(f"card {label!r} issued for {email} (serial {issued.token.serial})")
+    click.echo("signature key generated on the card; encryption key imported (non-extractable)")
+    click.echo("certificates are TEST certificates - not for production")
+    if not ca_cert:
+        kept = f"its certificate is in {cert_out}/test-ca.pem" if cert_out else "not kept"
+        click.echo(f"issued by a throw-away TEST CA ({kept})")
+    click.echo("warning: no key escrow configured, the encryption key exists only on the card")
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return pathlib.Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read the {what} {path}: {exc.strerror}") from None

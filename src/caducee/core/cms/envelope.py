@@ -1,0 +1,286 @@
+"""Encrypt: build AuthEnvelopedData (AES-GCM, RFC 5083/5084) or EnvelopedData (AES-CBC).
+
+The small structures (RecipientInfos, algorithm identifiers) are built with asn1crypto; the outer
+headers and the ciphertext are written by hand into one buffer, and the cipher encrypts straight
+into it (``update_into``), so a 20 MB message costs one ciphertext-sized allocation.
+
+Randomness (content-encryption key, nonce/IV, ephemeral ECDH scalar) comes only from the caller's
+``random``. The RSA-OAEP seed is drawn inside OpenSSL; cryptography offers no way to pass it in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+from asn1crypto import core
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
+from cryptography.hazmat.primitives.keywrap import aes_key_wrap
+
+from caducee.core.algorithms import ContentCipher, KeyTransport
+from caducee.core.cms import envelope_asn1 as a
+from caducee.errors import PolicyError, UnsupportedAlgorithmError, UsageError
+
+__all__ = ["Recipient", "encrypt_data", "encrypt_data_view", "transport_padding"]
+
+RandomSource = Callable[[int], bytes]
+
+GCM_NONCE_SIZE = 12
+GCM_TAG_SIZE = 16
+AES_BLOCK = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipient:
+    """Who can decrypt, and how their content-encryption key is wrapped."""
+
+    certificate: x509.Certificate
+    key_transport: KeyTransport = KeyTransport.RSA_OAEP_SHA256  # ignored for EC certificates
+    use_ski: bool = False  # identify by subjectKeyIdentifier instead of issuerAndSerialNumber
+
+
+def transport_padding(kt: KeyTransport) -> padding.AsymmetricPadding:
+    """The cryptography padding object for a key transport."""
+    if kt is KeyTransport.RSA_PKCS1V15:
+        return padding.PKCS1v15()
+    digest: hashes.HashAlgorithm = (
+        hashes.SHA1()  # noqa: S303 - OAEP-SHA1 (RFC 3560) is what cards decrypt
+        if kt is KeyTransport.RSA_OAEP_SHA1
+        else hashes.SHA256()
+    )
+    return padding.OAEP(mgf=padding.MGF1(digest), algorithm=digest, label=None)
+
+
+def _take(random: RandomSource, size: int) -> bytes:
+    value = random(size)
+    if not isinstance(value, bytes) or len(value) != size:
+        raise UsageError(f"the random source did not return {size} bytes")
+    return value
+
+
+def _ski(cert: x509.Certificate) -> bytes:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+    except x509.ExtensionNotFound:
+        raise PolicyError(
+            f"certificate of {cert.subject.rfc4514_string()} has no subjectKeyIdentifier;"
+            " identify this recipient by issuer and serial number"
+        ) from None
+    return bytes(ext.value.digest)
+
+
+def _integer(value: int) -> bytes:
+    return a.der_tlv(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big", signed=True))
+
+
+def _issuer_serial(cert: x509.Certificate) -> bytes:
+    """DER IssuerAndSerialNumber, the issuer copied from the certificate as encoded there."""
+    return a.der_tlv(0x30, cert.issuer.public_bytes() + _integer(cert.serial_number))
+
+
+def _oid(oid: str) -> bytes:
+    return bytes(core.ObjectIdentifier(oid).dump())
+
+
+def _algorithm(oid: str, parameters_der: bytes) -> bytes:
+    """DER AlgorithmIdentifier; ``parameters_der`` may be empty (absent)."""
+    return a.der_tlv(0x30, _oid(oid) + parameters_der)
+
+
+def _oaep_sha256_parameters() -> bytes:
+    sha256 = _algorithm("2.16.840.1.101.3.4.2.1", b"\x05\x00")
+    mgf1 = _algorithm(a.OID_MGF1, sha256)
+    return a.der_tlv(0x30, a.der_tlv(0xA0, sha256) + a.der_tlv(0xA1, mgf1))
+
+
+#: Key-encryption AlgorithmIdentifiers, DER. OAEP-SHA1 has all-default (empty) parameters.
+_KT_ALGORITHMS = {
+    KeyTransport.RSA_PKCS1V15: _algorithm(a.OID_RSA_ENCRYPTION, b"\x05\x00"),
+    KeyTransport.RSA_OAEP_SHA1: _algorithm(a.OID_RSAES_OAEP, b"\x30\x00"),
+    KeyTransport.RSA_OAEP_SHA256: _algorithm(a.OID_RSAES_OAEP, _oaep_sha256_parameters()),
+}
+_AES256_WRAP = _algorithm(a.OID_AES256_WRAP, b"")  # RFC 5753: parameters absent
+_EC_PUBLIC_KEY = _algorithm(a.OID_EC_PUBLIC_KEY, b"")  # RFC 5753: parameters absent
+
+
+def _ktri(recipient: Recipient, public_key: rsa.RSAPublicKey, cek: bytes) -> bytes:
+    """DER KeyTransRecipientInfo (RFC 5652 §6.2.1)."""
+    kt = recipient.key_transport
+    if not isinstance(kt, KeyTransport):
+        raise UsageError(f"unknown key transport {kt!r}")
+    cert = recipient.certificate
+    if recipient.use_ski:
+        version, rid = b"\x02\x01\x02", a.der_tlv(0x80, _ski(cert))
+    else:
+        version, rid = b"\x02\x01\x00", _issuer_serial(cert)
+    encrypted = public_key.encrypt(cek, transport_padding(kt))
+    return a.der_tlv(0x30, version + rid + _KT_ALGORITHMS[kt] + a.der_tlv(0x04, encrypted))
+
+
+def _ephemeral_key(curve: a.CurveProfile, random: RandomSource) -> ec.EllipticCurvePrivateKey:
+    """A scalar in [1, n-1] from 64 extra bits of randomness (bias below 2**-64)."""
+    size = (curve.order.bit_length() + 7) // 8 + 8
+    scalar = int.from_bytes(_take(random, size), "big") % (curve.order - 1) + 1
+    return ec.derive_private_key(scalar, curve.curve)
+
+
+def _kari(
+    recipient: Recipient, public_key: ec.EllipticCurvePublicKey, cek: bytes, random: RandomSource
+) -> bytes:
+    """DER [1] KeyAgreeRecipientInfo (RFC 5652 §6.2.2, RFC 5753 §3.1), one ephemeral key each."""
+    profile = a.CURVES.get(public_key.curve.name)
+    if profile is None:
+        raise UnsupportedAlgorithmError(
+            f"ECDH on curve {public_key.curve.name} is not supported (P-256, P-384, P-521 are)"
+        )
+    ephemeral = _ephemeral_key(profile, random)
+    shared = ephemeral.exchange(ec.ECDH(), public_key)
+    kdf = X963KDF(
+        algorithm=a.KDF_HASHES[profile.kdf_hash](),
+        length=32,
+        sharedinfo=a.shared_info(_AES256_WRAP, None, 256),
+    )
+    wrapped = aes_key_wrap(kdf.derive(shared), cek)
+    point = ephemeral.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    originator_key = a.der_tlv(0xA1, _EC_PUBLIC_KEY + a.der_tlv(0x03, b"\x00" + point))
+    cert = recipient.certificate
+    # [0] RecipientKeyIdentifier, or IssuerAndSerialNumber
+    ski_rid = recipient.use_ski
+    rid = a.der_tlv(0xA0, a.der_tlv(0x04, _ski(cert))) if ski_rid else _issuer_serial(cert)
+    encrypted_keys = a.der_tlv(0x30, a.der_tlv(0x30, rid + a.der_tlv(0x04, wrapped)))
+    scheme = _algorithm(a.ECDH_STD_SCHEME_BY_HASH[profile.kdf_hash], _AES256_WRAP)
+    body = b"\x02\x01\x03" + a.der_tlv(0xA0, originator_key) + scheme + encrypted_keys
+    return a.der_tlv(0xA1, body)
+
+
+def _recipient_infos(
+    recipients: Sequence[Recipient], cek: bytes, random: RandomSource
+) -> tuple[bytes, bool]:
+    """DER RecipientInfos, and whether every one is a version-0 KeyTransRecipientInfo."""
+    infos = []
+    all_v0 = True
+    for recipient in recipients:
+        if not isinstance(recipient, Recipient):
+            raise UsageError("recipients must be Recipient values")
+        public_key = recipient.certificate.public_key()
+        if isinstance(public_key, rsa.RSAPublicKey):
+            infos.append(_ktri(recipient, public_key, cek))
+            all_v0 = all_v0 and not recipient.use_ski
+        elif isinstance(public_key, ec.EllipticCurvePublicKey):
+            infos.append(_kari(recipient, public_key, cek, random))
+            all_v0 = False
+        else:
+            raise UnsupportedAlgorithmError(
+                f"cannot encrypt for {recipient.certificate.subject.rfc4514_string()}:"
+                " only RSA and EC (P-256/384/521) certificates are supported"
+            )
+    return a.der_tlv(0x31, b"".join(sorted(infos))), all_v0  # DER sorts SET OF
+
+
+def encrypt_data_view(
+    content: bytes | memoryview,
+    recipients: Sequence[Recipient],
+    *,
+    random: RandomSource,
+    cipher: ContentCipher = ContentCipher.AES_256_GCM,
+    content_type: str = a.OID_DATA,
+) -> memoryview:
+    """Like :func:`encrypt_data` but returns a view of the DER in its working buffer (no copy)."""
+    if not recipients:
+        raise UsageError("at least one recipient is needed to encrypt")
+    if not isinstance(cipher, ContentCipher):
+        raise UsageError(f"unknown content cipher {cipher!r}")
+    try:
+        content_type_der = _oid(content_type)
+    except (ValueError, TypeError):
+        raise UsageError(f"invalid content type OID {content_type!r}") from None
+    cek = _take(random, cipher.key_size)
+    ri_der, all_v0 = _recipient_infos(recipients, cek, random)
+    size = len(content)
+    if cipher.aead:
+        nonce = _take(random, GCM_NONCE_SIZE)
+        params: core.Asn1Value = a.GCMParameters({"aes_nonce": nonce, "aes_icvlen": GCM_TAG_SIZE})
+        ct_len = size
+        outer_oid = a.OID_AUTH_ENVELOPED_DATA
+        version = b"\x02\x01\x00"  # AuthEnvelopedData version is always 0
+        trailer_len = 2 + GCM_TAG_SIZE  # mac OCTET STRING
+    else:
+        iv = _take(random, AES_BLOCK)
+        params = core.OctetString(iv)
+        ct_len = (size // AES_BLOCK + 1) * AES_BLOCK
+        outer_oid = a.OID_ENVELOPED_DATA
+        version = b"\x02\x01\x00" if all_v0 else b"\x02\x01\x02"  # RFC 5652 §6.1
+        trailer_len = 0
+    alg_der = _algorithm(cipher.oid, bytes(params.dump()))
+    # Assemble from the inside out: only lengths are needed before encrypting.
+    ct_header = a.der_header(0x80, ct_len)  # [0] IMPLICIT OCTET STRING
+    eci_body_len = len(content_type_der) + len(alg_der) + len(ct_header) + ct_len
+    eci_header = a.der_header(0x30, eci_body_len)
+    env_body_len = len(version) + len(ri_der) + len(eci_header) + eci_body_len + trailer_len
+    env_header = a.der_header(0x30, env_body_len)
+    explicit_header = a.der_header(0xA0, len(env_header) + env_body_len)
+    outer_oid_der = _oid(outer_oid)
+    ci_body_len = len(outer_oid_der) + len(explicit_header) + len(env_header) + env_body_len
+    prefix = b"".join(
+        (
+            a.der_header(0x30, ci_body_len),
+            outer_oid_der,
+            explicit_header,
+            env_header,
+            version,
+            ri_der,
+            eci_header,
+            content_type_der,
+            alg_der,
+            ct_header,
+        )
+    )
+    total = len(prefix) + ct_len + trailer_len
+    # update_into wants block_size - 1 spare bytes after the data it writes.
+    buf = bytearray(total + AES_BLOCK)
+    view = memoryview(buf)
+    view[: len(prefix)] = prefix
+    start = len(prefix)
+    if cipher.aead:
+        gcm = Cipher(algorithms.AES(cek), modes.GCM(nonce)).encryptor()
+        written = gcm.update_into(content, view[start:])
+        gcm.finalize()
+        view[start + ct_len : total] = bytes((0x04, GCM_TAG_SIZE)) + gcm.tag
+    else:
+        cbc = Cipher(algorithms.AES(cek), modes.CBC(iv)).encryptor()
+        whole = size - size % AES_BLOCK
+        written = cbc.update_into(memoryview(content)[:whole], view[start:])
+        pad = AES_BLOCK - size % AES_BLOCK
+        last = bytes(memoryview(content)[whole:]) + bytes((pad,)) * pad
+        written += cbc.update_into(last, view[start + written :])
+        cbc.finalize()
+    if written != ct_len:  # pragma: no cover - cryptography contract
+        raise AssertionError("ciphertext length mismatch")
+    return view[:total]
+
+
+def encrypt_data(
+    content: bytes,
+    recipients: Sequence[Recipient],
+    *,
+    random: RandomSource,
+    cipher: ContentCipher = ContentCipher.AES_256_GCM,
+    content_type: str = a.OID_DATA,
+) -> bytes:
+    """Encrypt ``content`` for every recipient; returns a DER ContentInfo.
+
+    AES-GCM gives AuthEnvelopedData (the default); AES-CBC gives EnvelopedData for legacy peers.
+    RSA certificates get a KeyTransRecipientInfo (their ``key_transport``), EC certificates a
+    KeyAgreeRecipientInfo (ECDH with an ephemeral key, X9.63 KDF, AES-256 key wrap).
+    """
+    return bytes(
+        encrypt_data_view(
+            content, recipients, random=random, cipher=cipher, content_type=content_type
+        )
+    )

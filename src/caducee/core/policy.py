@@ -1,0 +1,98 @@
+"""Choosing how to encrypt for a set of recipients, from what each says it can decrypt.
+
+One content cipher serves every recipient, so the strongest cipher they all announce wins; if a
+single one cannot do AES-GCM the whole message drops to AES-CBC (never below AES-128: nothing
+weaker exists in :class:`ContentCipher`). Each RSA recipient gets the best key transport it
+announces; EC recipients always get ECDH. A recipient with unknown capabilities is assumed to
+follow RFC 8551 (AES-256-GCM and RSAES-OAEP-SHA256).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from caducee.core.algorithms import (
+    CIPHER_PREFERENCE,
+    KEY_TRANSPORT_PREFERENCE,
+    ContentCipher,
+    KeyTransport,
+)
+from caducee.core.capabilities import Capabilities
+from caducee.core.cms.envelope import Recipient
+from caducee.core.cms.envelope_asn1 import CURVES
+from caducee.errors import PolicyError
+
+__all__ = ["EncryptionChoice", "choose_encryption"]
+
+_DEFAULTS = Capabilities()
+
+
+@dataclasses.dataclass(frozen=True)
+class EncryptionChoice:
+    cipher: ContentCipher
+    recipients: tuple[Recipient, ...]
+
+
+def _who(cert: x509.Certificate) -> str:
+    return cert.subject.rfc4514_string() or f"serial {cert.serial_number:x}"
+
+
+def _transport(cert: x509.Certificate, caps: Capabilities) -> KeyTransport:
+    announced = set(caps.key_transports)
+    if not announced:  # capabilities listed ciphers only: RFC 8551 defaults apply
+        return KeyTransport.RSA_OAEP_SHA256
+    for kt in KEY_TRANSPORT_PREFERENCE:
+        if kt in announced:
+            return kt
+    raise PolicyError(f"no usable RSA key transport for {_who(cert)}")  # pragma: no cover
+
+
+def choose_encryption(
+    recipients: Sequence[tuple[x509.Certificate, Capabilities | None]],
+    *,
+    preferred: ContentCipher | None = None,
+) -> EncryptionChoice:
+    """The strongest cipher every recipient can decrypt, and a :class:`Recipient` for each.
+
+    ``preferred`` (configuration, or a user's explicit choice) is used when every recipient
+    supports it; otherwise the strongest common cipher is chosen.
+    """
+    if not recipients:
+        raise PolicyError("no recipients to encrypt for")
+    common = list(CIPHER_PREFERENCE)
+    chosen: list[Recipient] = []
+    for cert, caps in recipients:
+        caps = caps or _DEFAULTS
+        public_key = cert.public_key()
+        if isinstance(public_key, rsa.RSAPublicKey):
+            chosen.append(Recipient(cert, _transport(cert, caps)))
+        elif isinstance(public_key, ec.EllipticCurvePublicKey):
+            if public_key.curve.name not in CURVES:
+                raise PolicyError(
+                    f"cannot encrypt for {_who(cert)}: EC curve {public_key.curve.name}"
+                    " is not supported (P-256, P-384, P-521 are)"
+                )
+            chosen.append(Recipient(cert))
+        else:
+            raise PolicyError(
+                f"cannot encrypt for {_who(cert)}: only RSA and EC certificates are supported"
+            )
+        if caps.ciphers:
+            announced = set(caps.ciphers)
+        else:  # nothing announced at all means unknown; only non-AES ciphers means no AES
+            announced = set() if caps.unknown else set(CIPHER_PREFERENCE)
+        remaining = [c for c in common if c in announced]
+        if not remaining:
+            raise PolicyError(
+                f"no cipher of AES-128 strength or better is common to all recipients"
+                f" (stuck at {_who(cert)}, who announces"
+                f" {', '.join(c.label for c in caps.ciphers) or 'nothing usable'})"
+            )
+        common = remaining
+    cipher = preferred if preferred in common else common[0]
+    assert cipher is not None
+    return EncryptionChoice(cipher, tuple(chosen))
