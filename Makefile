@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the test suite drives as real peers and services.
-DEB_PACKAGES := openssl gpgsm gnupg softhsm2 opensc slapd ldap-utils
+DEB_PACKAGES := openssl gpgsm gnupg softhsm2 opensc slapd ldap-utils dovecot-imapd dovecot-lmtpd
 DEB_STAMP := $(VENV)/.debs
 
 .PHONY: demo test lint typecheck unit bench install sysdeps clean

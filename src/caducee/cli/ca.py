@@ -447,3 +447,64 @@ def serve(
         server.serve_forever()
     finally:
         server.server_close()
+
+
+@group.command()
+@click.argument("cert_file", type=click.Path(dir_okay=False, exists=True, path_type=pathlib.Path))
+@click.option(
+    "--trust", "trust_files", multiple=True, required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=pathlib.Path),
+    help="Trust bundle (PEM, DER or PKCS#7; repeatable).",
+)  # fmt: skip
+@click.option(
+    "--crl", "crl_files", multiple=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=pathlib.Path),
+    help="Local CRL (PEM or DER; repeatable); others are fetched from the distribution points.",
+)  # fmt: skip
+@click.option(
+    "--untrusted", "untrusted_files", multiple=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=pathlib.Path),
+    help="Extra CA certificates to build the path (repeatable).",
+)  # fmt: skip
+@click.option("--purpose", type=click.Choice(["signature", "encryption"]), required=True)
+@click.option("--email", help="The certificate must be for this address.")
+@click.option("--at", "at_time", help="ISO 8601 time to validate at (default: now).")
+@click.option("--signing-time", is_flag=True, help="--at is a signature time (received message).")
+@click.option("--timeout", type=float, default=5.0, show_default=True, help="CRL fetch timeout.")
+def check(
+    cert_file: pathlib.Path,
+    trust_files: tuple[pathlib.Path, ...],
+    crl_files: tuple[pathlib.Path, ...],
+    untrusted_files: tuple[pathlib.Path, ...],
+    purpose: str,
+    email: str | None,
+    at_time: str | None,
+    signing_time: bool,
+    timeout: float,
+) -> None:
+    """Validate a certificate as caducee would before using it, and print its path."""
+    import datetime as dt
+
+    from caducee.certfiles import load_certificate, load_certificates
+    from caducee.pki.crl import ChainedCrlSource, CrlCache, HttpCrlFetcher
+    from caducee.pki.trust import TrustStore
+    from caducee.pki.validate import validate_certificate
+
+    cert = load_certificate(cert_file.read_bytes(), str(cert_file))
+    trust = TrustStore.from_files(*trust_files)
+    extra = [c for f in untrusted_files for c in load_certificates(f.read_bytes(), str(f))]
+    if at_time is None:
+        when = dt.datetime.now(dt.UTC)
+    else:
+        try:
+            when = dt.datetime.fromisoformat(at_time)
+        except ValueError:
+            raise UsageError(f"--at {at_time!r} is not an ISO 8601 time") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+    source = ChainedCrlSource(CrlCache.from_files(*crl_files), HttpCrlFetcher(timeout=timeout))
+    result = validate_certificate(
+        cert, purpose=purpose, trust=trust, crls=source, at=when, email=email,
+        intermediates=extra, at_signing_time=signing_time,
+    )  # fmt: skip
+    click.echo(f"OK {purpose} certificate at {when:%Y-%m-%d %H:%M} UTC: {result.describe()}")

@@ -26,7 +26,7 @@ from caducee.core.mime import headers
 from caducee.core.mime.canon import to_crlf
 from caducee.core.mime.enveloped import encrypt_mime
 from caducee.core.mime.signed import sign_mime
-from caducee.core.policy import choose_encryption
+from caducee.core.policy import choose_encryption, signing_digest
 from caducee.errors import CaduceeError, SignatureError, TrustError, UsageError
 from caducee.keys.api import SigningKey
 
@@ -108,7 +108,9 @@ def _der_out(der: bytes, outform: str) -> bytes:
 @click.option("--inkey", required=True, help="Key: PEM/DER, PKCS#12, or a pkcs11: URI.")
 @click.option("--passin", help="Key password: pass:TEXT, file:PATH, env:VAR, prompt:.")
 @click.option("--certfile", multiple=True, help="Extra certificates to include.")
-@click.option("--md", default="sha256", type=click.Choice(["sha256", "sha384", "sha512"]))
+@click.option(
+    "--md", type=click.Choice(["sha256", "sha384", "sha512"]), help="Default: fits the key."
+)
 @click.option("--keyopt", multiple=True, help="rsa_padding_mode:pss|pkcs1")
 @click.option("--detached/--opaque", default=True, show_default=True)
 @click.option("--nodetach", is_flag=True, help="Same as --opaque (openssl's name).")
@@ -120,7 +122,7 @@ def sign(**o: Any) -> None:
     """Sign a message: multipart/signed (detached) or signed-data (opaque)."""
     signer, chain, capabilities = load_signer(o["inkey"], o["signer_cert"], o["passin"])
     scheme = _scheme(_keyopts(o["keyopt"]), signer)
-    digest = Digest.from_name(o["md"])
+    digest = Digest.from_name(o["md"]) if o["md"] else signing_digest(signer.certificate)
     detached = o["detached"] and not o["nodetach"]
     extra = [*chain, *_extra_certs(o["certfile"])]
     data = _read(o["in_"])

@@ -21,6 +21,7 @@ from caducee.core.cms.verify import SignedReport
 from caducee.core.mime import headers
 from caducee.core.mime.enveloped import decrypt_mime, encrypt_mime, is_enveloped_mime
 from caducee.core.mime.signed import is_signed_mime, sign_mime, verify_mime
+from caducee.core.policy import signing_digest
 from caducee.errors import MalformedMessageError, UsageError
 from caducee.keys.api import DecryptionKey, SigningKey
 
@@ -33,7 +34,7 @@ Order = Literal["sign-encrypt", "encrypt-sign", "sign-encrypt-sign"]
 @dataclasses.dataclass(frozen=True)
 class ProtectOptions:
     detached: bool = True
-    digest: Digest = Digest.SHA256
+    digest: Digest | None = None  # None: matched to the signer's key (policy.signing_digest)
     scheme: SignatureScheme | None = None
     cipher: ContentCipher = ContentCipher.AES_256_GCM
     capabilities: Capabilities | None = None  # what we announce we can decrypt
@@ -74,7 +75,7 @@ def protect(
             signer,
             signing_time=signing_time,
             detached=options.detached,
-            digest=options.digest,
+            digest=options.digest or signing_digest(signer.certificate),
             scheme=options.scheme,
             capabilities=options.capabilities,
             extra_certificates=options.extra_certificates,

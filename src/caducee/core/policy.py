@@ -19,6 +19,7 @@ from caducee.core.algorithms import (
     CIPHER_PREFERENCE,
     KEY_TRANSPORT_PREFERENCE,
     ContentCipher,
+    Digest,
     KeyTransport,
 )
 from caducee.core.capabilities import Capabilities
@@ -96,3 +97,11 @@ def choose_encryption(
     cipher = preferred if preferred in common else common[0]
     assert cipher is not None
     return EncryptionChoice(cipher, tuple(chosen))
+
+
+def signing_digest(certificate: x509.Certificate) -> Digest:
+    """The digest to sign with: matched to the key's strength (gpgsm refuses SHA-256 on P-384)."""
+    key = certificate.public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return {384: Digest.SHA384, 521: Digest.SHA512}.get(key.curve.key_size, Digest.SHA256)
+    return Digest.SHA256

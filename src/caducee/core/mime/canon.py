@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
-_BARE_LF = re.compile(rb"(?<!\r)\n")
-
 
 def to_crlf(data: bytes) -> bytes:
     """Turn every bare LF into CRLF; a text already in CRLF is returned unchanged (no copy)."""
@@ -13,7 +9,8 @@ def to_crlf(data: bytes) -> bytes:
         return data
     if data.count(b"\n") == data.count(b"\r\n"):
         return data
-    return _BARE_LF.sub(b"\r\n", data)
+    # Two C-speed replaces beat a look-behind regex by far on large messages; a lone CR is kept.
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 def to_lf(data: bytes) -> bytes:
