@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python benchmarks/pki_bench.py [N]
 Prints ms per validation for: a reused TrustStore + CrlCache (the intended use: CRLs parsed and
-their signatures checked once, a path already checked against the same CRLs is not re-scanned),
+their signatures checked once, a path already checked against the same CRLs is not re-scaliced),
 a cold check (pyhanko's full RFC 5280 run, linear in the CRL size), plain CRL lists (re-parsed every
 call), and the four raw signature checks of the path for reference. Second argument: CRL entries.
 """
@@ -41,7 +41,7 @@ def build(base: pathlib.Path, revoked: int):  # type: ignore[no-untyped-def]
         base / "a", CAConfig("Operator A", "http://127.0.0.1:9/a.crl"), root,
         key=generate_ca_key("rsa2048"), passphrase=b"pw", now=T0,
     )  # fmt: skip
-    ident = ProfessionalIdentity("Anne", "Martin", "anne@op-a.test", "10003456789")
+    ident = ProfessionalIdentity("Alice", "Martin", "alice@op-a.test", "10003456789")
     key = ec.generate_private_key(ec.SECP256R1())
     cert = op_a.issue(key.public_key(), ident, "encryption", now=T0)
     for _ in range(revoked):  # a CRL of realistic size

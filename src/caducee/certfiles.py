@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs7
 
@@ -10,6 +12,13 @@ from caducee.errors import UsageError
 
 def load_certificates(data: bytes, source: str = "input") -> list[x509.Certificate]:
     """Every certificate in ``data``; raises :class:`UsageError` naming ``source`` if none."""
+    with warnings.catch_warnings():
+        # openssl crl2pkcs7 writes its SET OF unsorted; cryptography warns and reads it anyway.
+        warnings.simplefilter("ignore", UserWarning)
+        return _load(data, source)
+
+
+def _load(data: bytes, source: str) -> list[x509.Certificate]:
     try:
         if b"-----BEGIN PKCS7-----" in data or b"-----BEGIN CMS-----" in data:
             certs = pkcs7.load_pem_pkcs7_certificates(data)

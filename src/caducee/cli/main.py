@@ -24,6 +24,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ca": ("caducee.cli.ca:group", "Run an operator's certification authority."),
     "directory": ("caducee.cli.directory:group", "Look up, publish and serve certificates."),
     "demo": ("caducee.cli.demo:command", "Run the demonstration on embedded defaults."),
+    "init": ("caducee.cli.mail:init", "Set up this workstation's configuration."),
+    "send": ("caducee.cli.mail:send", "Sign, encrypt and send a message."),
+    "fetch": ("caducee.cli.mail:fetch", "Fetch, decrypt and verify new messages."),
+    "inbox": ("caducee.cli.mail:inbox", "List received messages with their security status."),
+    "read": ("caducee.cli.mail:read", "Show one message."),
+    "export": ("caducee.cli.mail:export", "Export a message and its attachments."),
+    "agent": ("caducee.cli.mail:agent", "Run continuously: fetch new mail, retry the outbox."),
+    "outbox": ("caducee.cli.mail:outbox", "Show or retry messages waiting to be sent."),
 }
 
 

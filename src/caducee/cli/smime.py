@@ -190,6 +190,10 @@ def _scheme(opts: dict[str, str], signer: SigningKey) -> SignatureScheme | None:
 @click.option("--inform", type=FORMATS, default="smime", show_default=True)
 @click.option("--CAfile", "cafile", help="Trusted CA certificates: check the signer's chain.")
 @click.option("--certfile", multiple=True, help="Extra certificates (signer, intermediates).")
+@click.option(
+    "--trust", multiple=True, help="Trust anchors (PEM/DER/PKCS#7): full path validation."
+)
+@click.option("--crl", multiple=True, help="CRL files (else fetched from the distribution point).")
 @click.option("--noverify", is_flag=True, help="Do not check the signer's certificate chain.")
 def verify(**o: Any) -> None:
     """Verify every signature of a signed message and report the signers."""
@@ -213,7 +217,11 @@ def verify(**o: Any) -> None:
     paths: list[str] = []
     for report in reports:
         report.raise_for_invalid()
-        if o["cafile"] and not o["noverify"]:
+        if o["noverify"]:
+            continue
+        if o["trust"]:
+            paths += _validate_paths(report, o["trust"], o["crl"], extra)
+        elif o["cafile"]:
             anchors = load_certificates(read_file(o["cafile"], "CA file"))
             paths += _check_chains(report, anchors, extra)
     for line in described + paths:
@@ -221,6 +229,36 @@ def verify(**o: Any) -> None:
     if o["out"]:
         _write(o["out"], content)
     _say("Verification successful")
+
+
+def _validate_paths(
+    report: SignedReport,
+    trust_files: Sequence[str],
+    crl_files: Sequence[str],
+    extra: list[x509.Certificate],
+) -> list[str]:
+    """Full path validation (revocation required) of every signer, at its signing time."""
+    from caducee.pki import ChainedCrlSource, CrlCache, HttpCrlFetcher, TrustStore
+    from caducee.pki.validate import validate_certificate
+
+    for path in (*trust_files, *crl_files):
+        read_file(path, "trust/CRL file")  # a clear error for a missing file
+    trust = TrustStore.from_files(*trust_files)
+    crls = ChainedCrlSource(CrlCache.from_files(*crl_files), HttpCrlFetcher())
+    lines = []
+    for signer in report.signers:
+        assert signer.certificate is not None
+        result = validate_certificate(
+            signer.certificate,
+            purpose="signature",
+            trust=trust,
+            crls=crls,
+            at=signer.signing_time or smime.now(),
+            at_signing_time=signer.signing_time is not None,
+            intermediates=[*report.certificates, *extra],
+        )
+        lines.append("  path: " + result.describe())
+    return lines
 
 
 def _check_chains(

@@ -235,8 +235,12 @@ class _CertPool:
             return next((c for c, _, _, ski in self._entries if ski == wanted), None)
         issuer = sid.chosen["issuer"]
         serial = sid.chosen["serial_number"].native
+        issuer_der = issuer.dump()
         for cert, cert_issuer, cert_serial, _ in self._entries:
-            if cert_serial == serial and cert_issuer == issuer:
+            # Byte equality first: asn1crypto's Name comparison (LDAP string prep) is slow.
+            if cert_serial == serial and (
+                cert_issuer.dump() == issuer_der or cert_issuer == issuer
+            ):
                 return cert
         return None
 
@@ -434,11 +438,13 @@ def _check_signer(
         signature = bytes(si["signature"].native)
         signed_attrs = si["signed_attrs"]
         has_attrs = not isinstance(signed_attrs, core.Void)
-        attrs = _read_attrs(signed_attrs, where + ".signedAttrs") if has_attrs else None
         attrs_der = b""
         if has_attrs:
+            # Take the bytes as received before reading the attributes: asn1crypto re-serialises
+            # a structure whose children were parsed, which costs more than the whole signature.
             body = bytes(signed_attrs.contents)
             attrs_der = b"\x31" + der_length(len(body)) + body  # signed as a SET (RFC 5652 §5.4)
+        attrs = _read_attrs(signed_attrs, where + ".signedAttrs") if has_attrs else None
         cert = pool.find(sid)
     except (UnsupportedAlgorithmError, MalformedMessageError):
         raise

@@ -1,0 +1,58 @@
+"""The seam between the agent and mail transport: what it needs, whatever the server.
+
+The agent (``caducee.agent``) depends only on these protocols; ``caducee.mail.smtp``,
+``caducee.mail.imap`` and ``caducee.mail.maildir`` implement them against real servers, and the
+embedded mail service of the demo implements them with Maildirs on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+
+@dataclasses.dataclass(frozen=True)
+class Envelope:
+    """SMTP envelope: who the server is told the message is from and for (not the headers)."""
+
+    sender: str
+    recipients: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteMessage:
+    """One message as stored on the server, identified so that a re-fetch is idempotent.
+
+    ``uid`` is unique and stable within ``mailbox`` for a given ``uidvalidity`` (IMAP UIDs; a
+    Maildir's unique file name part for Maildir sources).
+    """
+
+    mailbox: str
+    uidvalidity: int
+    uid: str
+    data: bytes
+
+
+class Submitter(Protocol):
+    """Hands a finished message to the operator's submission server."""
+
+    def submit(self, envelope: Envelope, message: bytes) -> None:
+        """Raise ``TransportError`` if the server did not accept it for every recipient."""
+        ...
+
+
+class MailboxSource(Protocol):
+    """Reads messages from a mailbox, newest UIDs after what we already have."""
+
+    def fetch_new(self, after_uid: str | None) -> Iterator[RemoteMessage]:
+        """Messages whose UID is greater than ``after_uid`` (all when None), oldest first."""
+        ...
+
+    def wait_for_new(self, timeout: float) -> bool:
+        """Block until something may have arrived (IMAP IDLE, polling), or ``timeout`` passes."""
+        ...
+
+
+class SentFolder(Protocol):
+    def append(self, message: bytes, flags: Sequence[str] = ("\\\\Seen",)) -> None: ...
