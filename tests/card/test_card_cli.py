@@ -157,3 +157,43 @@ def test_smime_sign_and_decrypt_with_card_uri(rsa_card, tmp_path, openssl) -> No
     )
     assert proc.returncode == 0, proc.stderr
     assert b"ECG attached" in proc.stdout
+
+
+def test_issue_with_operator_ca_gets_real_certificates(blank_hsm, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from caducee.pki import CAConfig, CertificateAuthority
+    from caducee.pki.ca import generate_ca_key
+    from caducee.pki.profiles import ProfessionalIdentity
+
+    ca = CertificateAuthority.init_root(
+        tmp_path / "op1-ca",
+        CAConfig(name="Operator 1 Health CA", crl_url="http://127.0.0.1:9/op1.crl"),
+        organisation="Operator 1",
+        key=generate_ca_key("p256"),
+        passphrase=b"ca-pass",
+    )
+    monkeypatch.setenv("CADUCEE_CA_PASS", "ca-pass")
+    out = tmp_path / "certs"
+    out.mkdir()
+    result = _run(
+        ["issue", "--token", "dr-martin", "--email", "dr-martin@op1.test", "--kind", "rsa2048",
+         "--ca", str(tmp_path / "op1-ca"), "--given-name", "Alice", "--surname", "Martin",
+         "--professional-id", "10001234567", "--profession", "General practitioner",
+         "--cert-out", str(out), "--module", SOFTHSM2_MODULE],
+        input="87654321\n87654321\n2468\n2468\n",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "TEST" not in result.output and "Operator 1 Health CA" in result.output
+    sig = x509.load_pem_x509_certificate((out / "signature.pem").read_bytes())
+    enc = x509.load_pem_x509_certificate((out / "encryption.pem").read_bytes())
+    assert sig.issuer == ca.certificate.subject
+    identity = ProfessionalIdentity.from_certificate(sig)
+    assert identity.professional_id == "10001234567" and identity.surname == "Martin"
+    assert sig.extensions.get_extension_for_class(x509.KeyUsage).value.content_commitment
+    assert enc.extensions.get_extension_for_class(x509.KeyUsage).value.key_encipherment
+    assert {r.serial for r in ca.records()} >= {sig.serial_number, enc.serial_number}
+
+
+def test_issue_with_operator_ca_needs_identity(blank_hsm, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    result = _run(["issue", "--token", "x", "--email", "x@op1.test", "--ca", str(tmp_path),
+                   "--module", SOFTHSM2_MODULE])  # fmt: skip
+    assert result.exit_code != 0

@@ -182,6 +182,13 @@ def _write_public(path: pathlib.Path, data: bytes) -> None:
 @click.option("--email", required=True, help="The holder's e-mail address.")
 @click.option("--name", help="The holder's name (certificate common name).")
 @click.option("--kind", type=KINDS, default="rsa2048", show_default=True, help="Key type.")
+@click.option("--ca", "ca_dir", metavar="DIR", help="Operator CA directory: real certificates.")
+@click.option("--ca-pass-source", metavar="FILE", help="CA key passphrase (else CADUCEE_CA_PASS).")
+@click.option("--given-name", help="Holder's given name (with --ca).")
+@click.option("--surname", help="Holder's surname (with --ca).")
+@click.option("--professional-id", help="National professional identifier, 11 digits (with --ca).")
+@click.option("--profession", help="Profession, e.g. 'General practitioner' (with --ca).")
+@click.option("--organisation", help="Practice or hospital (with --ca).")
 @click.option("--ca-cert", metavar="FILE", help="TEST CA certificate (PEM).")
 @click.option("--ca-key", metavar="FILE", help="TEST CA private key (PEM, unencrypted).")
 @click.option(
@@ -202,14 +209,31 @@ def issue_command(
     cert_out: str | None,
     so_pin_source: str | None,
     pin_source: str | None,
+    ca_dir: str | None = None,
+    ca_pass_source: str | None = None,
+    given_name: str | None = None,
+    surname: str | None = None,
+    professional_id: str | None = None,
+    profession: str | None = None,
+    organisation: str | None = None,
 ) -> None:
-    """Initialise a blank card and put signature and encryption keys with TEST certificates on it.
+    """Initialise a blank card with a signature key pair and a separate encryption key pair.
 
-    Certificates come from a TEST CA until the operator PKI is in place: give one with
-    --ca-cert/--ca-key, or a throw-away one is made (see --cert-out).
+    With --ca, the operator's certification authority issues both certificates for the holder's
+    professional identity. Without it, TEST certificates come from --ca-cert/--ca-key or from a
+    throw-away TEST CA (see --cert-out).
     """
     if (ca_cert is None) != (ca_key is None):
         raise UsageError("give both --ca-cert and --ca-key, or neither")
+    if ca_dir is not None:
+        if ca_cert:
+            raise UsageError("give --ca or --ca-cert/--ca-key, not both")
+        _issue_from_operator(
+            module_path, label, kind, cert_out, so_pin_source, pin_source, ca_dir,
+            ca_pass_source, email, given_name, surname, professional_id, profession,
+            organisation,
+        )  # fmt: skip
+        return
     if ca_cert and ca_key:
         ca = load_test_ca(_read(ca_cert, "CA certificate"), _read(ca_key, "CA key"))
     else:
@@ -238,6 +262,56 @@ def issue_command(
     if not ca_cert:
         kept = f"its certificate is in {cert_out}/test-ca.pem" if cert_out else "not kept"
         click.echo(f"issued by a throw-away TEST CA ({kept})")
+    click.echo("warning: no key escrow configured, the encryption key exists only on the card")
+
+
+def _issue_from_operator(
+    module_path: str | None,
+    label: str,
+    kind: str,
+    cert_out: str | None,
+    so_pin_source: str | None,
+    pin_source: str | None,
+    ca_dir: str,
+    ca_pass_source: str | None,
+    email: str,
+    given_name: str | None,
+    surname: str | None,
+    professional_id: str | None,
+    profession: str | None,
+    organisation: str | None,
+) -> None:
+    from caducee.cli.ca import _passphrase
+    from caducee.pki import CertificateAuthority, ProfessionalIdentity
+
+    if not (given_name and surname and professional_id):
+        raise UsageError("with --ca, give --given-name, --surname and --professional-id")
+    identity = ProfessionalIdentity(
+        given_name, surname, email, professional_id, profession, organisation
+    )
+    source = pathlib.Path(ca_pass_source) if ca_pass_source else None
+    ca = CertificateAuthority.open(pathlib.Path(ca_dir), passphrase=_passphrase(source))
+    so_pin = _pin(so_pin_source, "CADUCEE_SO_PIN", "New SO PIN (PUK)", confirm=True)
+    user_pin = _pin(pin_source, "CADUCEE_PIN", "New PIN", confirm=True)
+    with _open_module(module_path) as module:
+        issued = issue_card(
+            module,
+            label=label,
+            so_pin=so_pin,
+            user_pin=user_pin,
+            issuer=ca.issuer_for(identity),
+            kind=kind,  # type: ignore[arg-type]
+        )
+    del so_pin, user_pin
+    pem = serialization.Encoding.PEM
+    if cert_out:
+        out = pathlib.Path(cert_out)
+        _write_public(out / "signature.pem", issued.signature_certificate.public_bytes(pem))
+        _write_public(out / "encryption.pem", issued.encryption_certificate.public_bytes(pem))
+        _write_public(out / "ca.pem", ca.certificate.public_bytes(pem))
+    click.echo(f"card {label!r} issued for {email} (serial {issued.token.serial})")
+    click.echo("signature key generated on the card; encryption key imported (non-extractable)")
+    click.echo(f"certificates issued by {ca.certificate.subject.rfc4514_string()}")
     click.echo("warning: no key escrow configured, the encryption key exists only on the card")
 
 
