@@ -77,3 +77,9 @@ def files(tmp_path: pathlib.Path):  # type: ignore[no-untyped-def]
         return str(path)
 
     return write
+
+
+@pytest.fixture(autouse=True)
+def _private_data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """No test reads or writes the real user's caducee data directory."""
+    monkeypatch.setenv("CADUCEE_DATA_DIR", str(tmp_path_factory.mktemp("caducee-data")))

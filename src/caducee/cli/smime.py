@@ -16,17 +16,24 @@ from caducee import smime
 from caducee.certfiles import load_certificate, load_certificates
 from caducee.core import pem as cmspem
 from caducee.core.algorithms import ContentCipher, Digest, KeyTransport, SignatureScheme
-from caducee.core.capabilities import LEGACY_GPGSM
+from caducee.core.capabilities import LEGACY_GPGSM, Capabilities
 from caducee.core.cms.decrypt import decrypt_data
 from caducee.core.cms.envelope import Recipient, encrypt_data
 from caducee.core.cms.sign import sign_data
 from caducee.core.cms.verify import SignedReport, verify_signed_data
-from caducee.core.message import Layer, ProtectOptions, certificate_label, open_message
+from caducee.core.message import (
+    Layer,
+    OpenedMessage,
+    ProtectOptions,
+    certificate_label,
+    open_message,
+)
 from caducee.core.mime import headers
 from caducee.core.mime.canon import to_crlf
 from caducee.core.mime.enveloped import encrypt_mime
 from caducee.core.mime.signed import sign_mime
 from caducee.core.policy import choose_encryption, signing_digest
+from caducee.correspondents import CorrespondentStore, certificate_emails
 from caducee.errors import CaduceeError, SignatureError, TrustError, UsageError
 from caducee.keys.api import SigningKey
 
@@ -195,6 +202,7 @@ def _scheme(opts: dict[str, str], signer: SigningKey) -> SignatureScheme | None:
 )
 @click.option("--crl", multiple=True, help="CRL files (else fetched from the distribution point).")
 @click.option("--noverify", is_flag=True, help="Do not check the signer's certificate chain.")
+@click.option("--remember", is_flag=True, help="Remember what valid signers can decrypt.")
 def verify(**o: Any) -> None:
     """Verify every signature of a signed message and report the signers."""
     data = _read(o["in_"])
@@ -226,6 +234,8 @@ def verify(**o: Any) -> None:
             paths += _check_chains(report, anchors, extra)
     for line in described + paths:
         _say(line)
+    if o["remember"] and o["inform"] == "smime":
+        _remember(opened)
     if o["out"]:
         _write(o["out"], content)
     _say("Verification successful")
@@ -335,9 +345,10 @@ def encrypt(certs: tuple[str, ...], **o: Any) -> None:
     if not paths:
         raise UsageError("give at least one recipient certificate (--recip CERT)")
     recipient_certs = [load_certificate(read_file(p, "certificate"), p) for p in paths]
-    caps = LEGACY_GPGSM if o["legacy"] else None
+    known = CorrespondentStore()
+    caps = [LEGACY_GPGSM if o["legacy"] else _learned(known, c) for c in recipient_certs]
     preferred = ContentCipher.from_name(o["cipher"]) if o["cipher"] else None
-    choice = choose_encryption([(c, caps) for c in recipient_certs], preferred=preferred)
+    choice = choose_encryption(list(zip(recipient_certs, caps, strict=True)), preferred=preferred)
     transport = _transport(_keyopts(o["keyopt"]))
     recipients = [
         Recipient(r.certificate, transport or r.key_transport, use_ski=o["keyid"])
@@ -356,6 +367,20 @@ def encrypt(certs: tuple[str, ...], **o: Any) -> None:
     else:
         out = encrypt_mime(data, recipients, random=os.urandom, cipher=choice.cipher)
     _write(o["out"], out)
+
+
+def _learned(store: CorrespondentStore, cert: x509.Certificate) -> Capabilities | None:
+    """Capabilities this recipient announced in an earlier signed message, if we kept them."""
+    for email in certificate_emails(cert):
+        found = store.get(email)
+        if found is not None:
+            return found
+    return None
+
+
+def _remember(opened: OpenedMessage) -> None:
+    for email in CorrespondentStore().learn(opened):
+        _say(f"remembered what {email} can decrypt")
 
 
 def _transport(opts: dict[str, str]) -> KeyTransport | None:
@@ -384,6 +409,7 @@ def _transport(opts: dict[str, str]) -> KeyTransport | None:
 @click.option("--inform", type=FORMATS, default="smime", show_default=True)
 @click.option("--one-layer", is_flag=True, help="Remove the encryption layer only (as openssl).")
 @click.option("--certfile", multiple=True, help="Extra certificates for inner signatures.")
+@click.option("--remember", is_flag=True, help="Remember what valid signers can decrypt.")
 def decrypt(**o: Any) -> None:
     """Decrypt, then unwrap and verify every inner layer, reporting each."""
     keys = load_decryptors(o["inkey"], o["recip_cert"], o["passin"])
@@ -403,6 +429,8 @@ def decrypt(**o: Any) -> None:
         _say(layer.describe())
     if not opened.encrypted:
         raise UsageError("the message is not encrypted")
+    if o["remember"]:
+        _remember(opened)
     if opened.signed and not opened.signature_valid:
         _write(o["out"], opened.entity)
         raise SignatureError("decrypted, but a signature inside does not verify")
