@@ -1,0 +1,432 @@
+"""An operator's LDAP directory (OpenLDAP), read and written with ldap3.
+
+Entries are ``inetOrgPerson`` objects named ``mail=<e-mail>,<base DN>``:
+
+=================  =========================================================================
+entry field         LDAP attribute
+=================  =========================================================================
+email               mail
+common_name         cn
+surname             sn
+given_name          givenName
+profession          title
+organisation        o
+professional_id     employeeNumber (RPPS-style, 11 digits)
+certificates        userCertificate;binary (one DER value each) and userSMIMECertificate
+                    (a certs-only PKCS#7 bundle, as Outlook publishes; plain DER also read)
+=================  =========================================================================
+
+Every filter value goes through ``escape_filter_chars``; every operation has a connect and a
+receive timeout, so a dead server gives :class:`DirectoryUnavailableError`, never a hang.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import ssl
+import threading
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
+
+with warnings.catch_warnings():
+    # ldap3 2.9.1 imports names that pyasn1 >= 0.6 deprecates; nothing for us to fix.
+    warnings.filterwarnings("ignore", r"(tagMap|typeMap) is deprecated", DeprecationWarning)
+    import ldap3
+    from ldap3.core import exceptions as ldap_exc
+    from ldap3.utils.conv import escape_filter_chars
+    from ldap3.utils.dn import escape_rdn
+
+from caducee.directory.api import (
+    Directory,
+    DirectoryAccessError,
+    DirectoryEntry,
+    DirectoryUnavailableError,
+    LookupResult,
+    Query,
+    ReadOnlyDirectoryError,
+    _CertPredicate,
+    build_entry,
+    decode_all,
+    der,
+    fingerprint,
+)
+from caducee.errors import DirectoryError
+
+__all__ = ["ATTRIBUTES", "LdapDirectory", "entry_attributes", "ldif_record", "smime_bundle"]
+
+#: entry field -> LDAP attribute
+ATTRIBUTES = {
+    "email": "mail",
+    "common_name": "cn",
+    "surname": "sn",
+    "given_name": "givenName",
+    "profession": "title",
+    "organisation": "o",
+    "professional_id": "employeeNumber",
+}
+CERT_ATTR = "userCertificate;binary"
+SMIME_ATTR = "userSMIMECertificate"
+_UNREACHABLE = (
+    ldap_exc.LDAPSocketOpenError,
+    ldap_exc.LDAPSocketReceiveError,
+    ldap_exc.LDAPSocketSendError,
+    ldap_exc.LDAPSessionTerminatedByServerError,
+    ldap_exc.LDAPResponseTimeoutError,
+    ldap_exc.LDAPSocketCloseError,
+)
+
+
+def entry_attributes(entry: DirectoryEntry) -> dict[str, list[Any]]:
+    """The LDAP attributes of an entry (empty fields left out), for add or LDIF."""
+    attrs: dict[str, list[Any]] = {
+        "objectClass": ["top", "person", "organizationalPerson", "inetOrgPerson"]
+    }
+    for field, attr in ATTRIBUTES.items():
+        value = getattr(entry, field)
+        if value:
+            attrs[attr] = [value]
+    attrs[CERT_ATTR] = [der(c) for c in entry.certificates]
+    attrs[SMIME_ATTR] = [smime_bundle(entry.certificates)]
+    return attrs
+
+
+def smime_bundle(certs: Sequence[x509.Certificate]) -> bytes:
+    """A degenerate (certs-only) PKCS#7 SignedData, the usual userSMIMECertificate value."""
+    return pkcs7.serialize_certificates(list(certs), serialization.Encoding.DER)
+
+
+def _smime_values(blobs: Iterable[bytes], where: str, problems: list[str]) -> list[bytes]:
+    """Certificates inside userSMIMECertificate values (PKCS#7 bundles, or plain DER)."""
+    out: list[bytes] = []
+    for i, blob in enumerate(blobs):
+        try:
+            inside = [der(c) for c in pkcs7.load_der_pkcs7_certificates(blob)]
+        except Exception:  # not PKCS#7: some publishers store a bare certificate
+            out.append(blob)
+            continue
+        if not inside:
+            problems.append(f"{where}: userSMIMECertificate #{i + 1} holds no certificate")
+        out.extend(inside)
+    return out
+
+
+def _certificate_blobs(raw: dict[str, Any], where: str, problems: list[str]) -> list[bytes]:
+    """Every certificate value of an entry, identical bytes once (the bundle repeats them)."""
+    blobs = [bytes(v) for v in raw.get(CERT_ATTR.lower(), [])]
+    blobs += [bytes(v) for v in raw.get("usercertificate", [])]
+    blobs += _smime_values((bytes(v) for v in raw.get(SMIME_ATTR.lower(), [])), where, problems)
+    return list(dict.fromkeys(blobs))
+
+
+def _close(conn: ldap3.Connection) -> None:
+    """Unbind, and make sure the socket is closed even when the server does not answer."""
+    with contextlib.suppress(Exception):  # already broken; nothing more to report
+        conn.unbind()
+    sock = getattr(conn, "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()
+
+
+def _by_mail(email: str) -> str:
+    return f"(&(objectClass=inetOrgPerson)(mail={escape_filter_chars(email)}))"
+
+
+class LdapDirectory(Directory):
+    """An LDAP directory under ``base_dn``; anonymous for lookups unless ``bind_dn`` is given.
+
+    ``ldaps://`` URLs verify the server certificate against ``ca_file`` (else the system CAs).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        base_dn: str,
+        *,
+        bind_dn: str | None = None,
+        password: str | None = None,
+        timeout: float = 5.0,
+        name: str | None = None,
+        max_results: int = 100,
+        ca_file: str | None = None,
+    ) -> None:
+        self.url = url
+        self.base_dn = base_dn
+        self.name = name or f"{url}/{base_dn}"
+        self.max_results = max_results
+        self.timeout = timeout
+        self._bind_dn = bind_dn
+        self._password = password
+        self._lock = threading.RLock()
+        self._conn: ldap3.Connection | None = None
+        # ldap3 does not check the server certificate unless told to: for ldaps://, require it.
+        tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=ca_file)
+        try:
+            self._server = ldap3.Server(url, connect_timeout=timeout, get_info=ldap3.NONE, tls=tls)
+        except ldap_exc.LDAPException as exc:
+            raise DirectoryError(f"invalid LDAP URL {url!r}: {exc}") from None
+
+    def __repr__(self) -> str:  # the password stays out
+        return f"<LdapDirectory {self.name}>"
+
+    # -- connection --------------------------------------------------------------------------
+
+    def _connection(self) -> ldap3.Connection:
+        if self._conn is None or self._conn.closed:
+            conn = None
+            try:
+                conn = ldap3.Connection(
+                    self._server,
+                    user=self._bind_dn,
+                    password=self._password,
+                    receive_timeout=max(1, math.ceil(self.timeout)),  # ldap3 packs an int
+                    raise_exceptions=False,
+                    read_only=False,
+                )
+                if not conn.bind():
+                    result = conn.result or {}
+                    _close(conn)
+                    raise DirectoryAccessError(
+                        f"{self.name}: bind refused ({result.get('description', 'unknown')})"
+                    )
+            except _UNREACHABLE as exc:
+                if conn is not None:
+                    _close(conn)
+                raise DirectoryUnavailableError(
+                    f"{self.name}: unreachable or silent for {self.timeout:g}s "
+                    f"({type(exc).__name__})"
+                ) from None
+            except ldap_exc.LDAPException as exc:
+                if conn is not None:
+                    _close(conn)
+                raise DirectoryError(f"{self.name}: {exc}") from None
+            self._conn = conn
+        return self._conn
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            _close(conn)
+
+    def _call(self, op: str, fn: Any, *args: Any, **kwargs: Any) -> tuple[bool, dict[str, Any]]:
+        """Run one ldap3 operation, mapping transport failures to our errors (one retry)."""
+        with self._lock:
+            for attempt in (1, 2):
+                reused = self._conn is not None
+                conn = self._connection()
+                try:
+                    ok = getattr(conn, fn)(*args, **kwargs)
+                    return bool(ok), dict(conn.result or {}) | {"entries": conn.response or []}
+                except _UNREACHABLE as exc:
+                    self._drop()
+                    if (
+                        attempt == 1
+                        and reused
+                        and not isinstance(
+                            exc, ldap_exc.LDAPResponseTimeoutError | ldap_exc.LDAPSocketReceiveError
+                        )
+                    ):
+                        continue  # the server restarted: one fresh connection
+                    raise DirectoryUnavailableError(
+                        f"{self.name}: {op} failed, directory unreachable or silent for "
+                        f"{self.timeout:g}s ({type(exc).__name__})"
+                    ) from None
+                except ldap_exc.LDAPException as exc:
+                    self._drop()
+                    raise DirectoryError(f"{self.name}: {op} failed: {exc}") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _check(
+        self, op: str, ok: bool, result: dict[str, Any], allow: tuple[int, ...] = ()
+    ) -> None:
+        code = result.get("result", 0)
+        if ok or code == 0 or code in allow:
+            return
+        if code in (50, 8, 13, 48, 49):  # insufficientAccessRights, strongAuth..., invalidCreds
+            raise ReadOnlyDirectoryError(
+                f"{self.name}: {op} refused ({result.get('description')}); "
+                "give bind credentials with write access"
+            )
+        if code in (3, 51, 52):  # timeLimitExceeded, busy, unavailable
+            raise DirectoryUnavailableError(f"{self.name}: {op}: {result.get('description')}")
+        raise DirectoryError(
+            f"{self.name}: {op} failed ({result.get('description')}: "
+            f"{str(result.get('message', ''))[:160]})"
+        )
+
+    # -- search ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _filter(query: Query) -> str:
+        esc = escape_filter_chars
+        parts = ["(objectClass=inetOrgPerson)"]
+        if query.email is not None:
+            parts.append(f"(mail={esc(query.email)})")
+        if query.name is not None:
+            n = esc(query.name)
+            parts.append(f"(|(cn={n})(sn={n})(givenName={n}))")
+        if query.professional_id is not None:
+            parts.append(f"(employeeNumber={esc(query.professional_id)})")
+        if query.organisation is not None:
+            parts.append(f"(o={esc(query.organisation)})")
+        return f"(&{''.join(parts)})"
+
+    def _search_raw(self, flt: str, limit: int) -> list[dict[str, Any]]:
+        ok, result = self._call(
+            "lookup",
+            "search",
+            self.base_dn,
+            flt,
+            search_scope=ldap3.SUBTREE,
+            attributes=[*ATTRIBUTES.values(), CERT_ATTR, SMIME_ATTR],
+            size_limit=limit,
+            time_limit=max(1, int(self.timeout)),
+        )
+        self._check("lookup", ok, result, allow=(4, 32))  # sizeLimitExceeded, noSuchObject
+        return [r for r in result["entries"] if r.get("type") == "searchResEntry"]
+
+    def search(self, query: Query) -> LookupResult:
+        problems: list[str] = []
+        raw = self._search_raw(self._filter(query), self.max_results + 1)
+        if len(raw) > self.max_results:
+            problems.append(
+                f"{self.name}: more than {self.max_results} entries match; refine the lookup"
+            )
+            raw = raw[: self.max_results]
+        entries = []
+        for item in raw:
+            entry = self._decode(item, query, problems)
+            if entry is not None:
+                entries.append(entry)
+        entries.sort(key=lambda e: e.email)
+        return LookupResult(tuple(entries), tuple(problems))
+
+    def _decode(
+        self, item: dict[str, Any], query: Query | None, problems: list[str]
+    ) -> DirectoryEntry | None:
+        dn = str(item.get("dn", "?"))
+        where = f"{self.name} entry {dn}"
+        raw = {k.lower(): v for k, v in (item.get("raw_attributes") or {}).items()}
+        fields: dict[str, str] = {}
+        for field, attr in ATTRIBUTES.items():
+            values = raw.get(attr.lower()) or []
+            texts = []
+            for v in values:
+                try:
+                    texts.append(bytes(v).decode("utf-8"))
+                except UnicodeDecodeError:
+                    problems.append(f"{where}: attribute {attr} is not UTF-8; skipped")
+                    return None
+            if field == "email" and query is not None and query.email in [t.lower() for t in texts]:
+                fields[field] = query.email or ""
+            elif texts:
+                fields[field] = texts[0]
+        if "email" not in fields:
+            problems.append(f"{where}: entry has no mail attribute; skipped")
+            return None
+        certs = decode_all(_certificate_blobs(raw, where, problems), where, problems)
+        return build_entry(fields, certs, where, problems, self.name)
+
+    # -- changes -----------------------------------------------------------------------------
+
+    def _dn_for(self, email: str) -> str:
+        return f"mail={escape_rdn(email)},{self.base_dn}"
+
+    def _find(self, flt: str) -> list[tuple[str, list[x509.Certificate]]]:
+        """(dn, certificates) of the entries matching ``flt``, malformed values dropped."""
+        found = []
+        for item in self._search_raw(flt, 0):
+            problems: list[str] = []
+            raw = {k.lower(): v for k, v in (item.get("raw_attributes") or {}).items()}
+            blobs = _certificate_blobs(raw, "", problems)
+            unique = {fingerprint(c): c for c in decode_all(blobs, "", problems)}
+            found.append((str(item["dn"]), list(unique.values())))
+        return found
+
+    def _set_certificates(self, dn: str, certs: list[x509.Certificate]) -> None:
+        if certs:
+            changes = {
+                CERT_ATTR: [(ldap3.MODIFY_REPLACE, [der(c) for c in certs])],
+                SMIME_ATTR: [(ldap3.MODIFY_REPLACE, [smime_bundle(certs)])],
+            }
+            ok, result = self._call("withdraw", "modify", dn, changes)
+            self._check("withdraw", ok, result)
+        else:
+            ok, result = self._call("withdraw", "delete", dn)
+            self._check("withdraw", ok, result, allow=(32,))
+
+    def _publish(self, entry: DirectoryEntry) -> DirectoryEntry:
+        existing = self._find(_by_mail(entry.email))
+        if not existing:
+            ok, result = self._call(
+                "publish", "add", self._dn_for(entry.email), None, entry_attributes(entry)
+            )
+            self._check("publish", ok, result)
+        else:
+            dn, certs = existing[0]
+            merged = entry.replace(certificates=(*certs, *entry.certificates))
+            attrs = entry_attributes(merged)
+            changes: dict[str, list[tuple[Any, list[Any]]]] = {}
+            for field, attr in ATTRIBUTES.items():
+                if field != "email":
+                    changes[attr] = [(ldap3.MODIFY_REPLACE, attrs.get(attr, []))]
+            changes[CERT_ATTR] = [(ldap3.MODIFY_REPLACE, attrs[CERT_ATTR])]
+            changes[SMIME_ATTR] = [(ldap3.MODIFY_REPLACE, attrs[SMIME_ATTR])]
+            ok, result = self._call("publish", "modify", dn, changes)
+            self._check("publish", ok, result)
+        stored = self.search(Query(email=entry.email)).entries
+        return stored[0] if stored else entry
+
+    def _withdraw_email(self, email: str) -> int:
+        count = 0
+        for dn, certs in self._find(_by_mail(email)):
+            ok, result = self._call("withdraw", "delete", dn)
+            self._check("withdraw", ok, result, allow=(32,))
+            count += len(certs)
+        return count
+
+    def _withdraw_certificates(
+        self,
+        predicate: _CertPredicate,
+        certificate: x509.Certificate | None,
+        serial: int | None,
+    ) -> int:
+        if certificate is not None:
+            # certificateExactMatch: "<serial>$<issuer DN>", served by slapd's equality index
+            assertion = f"{certificate.serial_number}${certificate.issuer.rfc4514_string()}"
+            flt = f"(userCertificate={escape_filter_chars(assertion)})"
+        else:  # no issuer: every entry holding certificates must be read
+            flt = "(userCertificate=*)"
+        removed = 0
+        for dn, certs in self._find(flt):
+            keep = [c for c in certs if not predicate(c)]
+            if len(keep) != len(certs):
+                removed += len(certs) - len(keep)
+                self._set_certificates(dn, keep)
+        return removed
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+
+def ldif_record(entry: DirectoryEntry, base_dn: str) -> str:
+    """One entry as an LDIF record (binary values base64), for offline slapadd loads."""
+    import base64
+
+    lines = [f"dn: mail={escape_rdn(entry.email)},{base_dn}"]
+    for attr, values in entry_attributes(entry).items():
+        for value in values:
+            if isinstance(value, bytes):
+                lines.append(f"{attr}:: {base64.b64encode(value).decode()}")
+            elif value.isascii() and not value.startswith((" ", ":", "<")):
+                lines.append(f"{attr}: {value}")
+            else:
+                lines.append(f"{attr}:: {base64.b64encode(value.encode()).decode()}")
+    return "\n".join(lines) + "\n\n"

@@ -1,0 +1,244 @@
+"""A throw-away OpenLDAP server (slapd) in a temporary directory, for tests, demos and benchmarks.
+
+slapd is started without systemd: a cn=config directory is built offline with ``slapadd -n0``,
+the database may be pre-loaded offline with ``slapadd -n1`` (the fast way to load 100,000
+entries), then ``slapd`` listens on a loopback port only. Nothing here is for production use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+
+from caducee.errors import DirectoryError
+
+SLAPD = "/usr/sbin/slapd"
+SLAPADD = "/usr/sbin/slapadd"
+SCHEMA_DIR = pathlib.Path("/etc/ldap/schema")
+MODULE_DIR = pathlib.Path("/usr/lib/ldap")
+SCHEMAS = ("core", "cosine", "inetorgperson")
+
+
+class SlapdError(DirectoryError):
+    """The throw-away slapd could not be configured or started."""
+
+
+def available() -> bool:
+    """True when slapd, slapadd and the needed schemas are installed."""
+    return (
+        os.access(SLAPD, os.X_OK)
+        and os.access(SLAPADD, os.X_OK)
+        and all((SCHEMA_DIR / f"{name}.ldif").is_file() for name in SCHEMAS)
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def suffix_for(domain: str) -> str:
+    """``op1.test`` -> ``dc=op1,dc=test``."""
+    return ",".join(f"dc={part}" for part in domain.split("."))
+
+
+def _config_ldif(suffix: str, root_dn: str, password: str, db_dir: pathlib.Path) -> str:
+    schemas = []
+    for name in SCHEMAS:
+        schemas.append((SCHEMA_DIR / f"{name}.ldif").read_text().strip())
+    return (
+        "\n\n".join(
+            [
+                "dn: cn=config\nobjectClass: olcGlobal\ncn: config\n"
+                "olcLogLevel: none\nolcSizeLimit: 500",
+                "dn: cn=module{0},cn=config\nobjectClass: olcModuleList\ncn: module{0}\n"
+                f"olcModulePath: {MODULE_DIR}\nolcModuleLoad: back_mdb",
+                "dn: cn=schema,cn=config\nobjectClass: olcSchemaConfig\ncn: schema",
+                *schemas,
+                "dn: olcDatabase={-1}frontend,cn=config\nobjectClass: olcDatabaseConfig\n"
+                "objectClass: olcFrontendConfig\nolcDatabase: {-1}frontend\n"
+                "olcAccess: {0}to * by * read",
+                "dn: olcDatabase={0}config,cn=config\nobjectClass: olcDatabaseConfig\n"
+                "olcDatabase: {0}config\nolcAccess: {0}to * by * none",
+                "dn: olcDatabase={1}mdb,cn=config\nobjectClass: olcDatabaseConfig\n"
+                "objectClass: olcMdbConfig\nolcDatabase: {1}mdb\n"
+                f"olcSuffix: {suffix}\nolcRootDN: {root_dn}\nolcRootPW: {password}\n"
+                f"olcDbDirectory: {db_dir}\nolcDbMaxSize: 4294967296\n"
+                "olcDbIndex: objectClass eq\nolcDbIndex: mail eq\n"
+                "olcDbIndex: cn,sn,givenName eq\nolcDbIndex: o eq\n"
+                "olcDbIndex: employeeNumber eq\n"
+                "olcAccess: {0}to * by * read",
+            ]
+        )
+        + "\n"
+    )
+
+
+def base_ldif(suffix: str, people_ou: str = "people") -> str:
+    """The suffix entry and the ``ou=people`` container, as LDIF."""
+    first = suffix.split(",")[0].split("=", 1)[1]
+    return (
+        f"dn: {suffix}\nobjectClass: dcObject\nobjectClass: organization\n"
+        f"dc: {first}\no: {first}\n\n"
+        f"dn: ou={people_ou},{suffix}\nobjectClass: organizationalUnit\nou: {people_ou}\n\n"
+    )
+
+
+def _die_with_parent_hook() -> Callable[[], None] | None:
+    """A pre-exec hook asking Linux to SIGTERM slapd when its parent dies.
+
+    A test run killed with SIGKILL runs no finalizer; this way it still leaves no slapd behind.
+    libc is loaded here, in the parent: the child between fork and exec only makes one call.
+    """
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux: the caller's finalizer still stops it
+        return None
+    pr_set_pdeathsig = 1
+    sigterm = int(signal.SIGTERM)
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, sigterm)
+
+    return hook
+
+
+class Slapd:
+    """One slapd process serving one suffix on ``ldap://127.0.0.1:port/``.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`. ``data_ldif`` (a path) is
+    loaded offline with slapadd before start, after the suffix and ``ou=people`` entries.
+    """
+
+    def __init__(
+        self,
+        suffix: str = "dc=op1,dc=test",
+        *,
+        password: str = "secret",  # noqa: S107 - throw-away server on loopback
+        workdir: pathlib.Path | None = None,
+    ) -> None:
+        self.suffix = suffix
+        self.root_dn = f"cn=admin,{suffix}"
+        self.password = password
+        self.people_dn = f"ou=people,{suffix}"
+        self._own_dir = workdir is None
+        self.workdir = workdir or pathlib.Path(tempfile.mkdtemp(prefix="caducee-slapd-"))
+        self.port = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ldap://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def _run(self, cmd: list[str], timeout: float = 600) -> None:
+        proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
+        if proc.returncode != 0:
+            err = proc.stderr.decode(errors="replace").strip().splitlines()
+            raise SlapdError(f"{cmd[0]} failed ({proc.returncode}): {' | '.join(err[-3:])}")
+
+    def configure(self, data_ldif: pathlib.Path | None = None) -> None:
+        """Build cn=config and load the base entries (and ``data_ldif``) offline."""
+        conf_dir = self.workdir / "slapd.d"
+        db_dir = self.workdir / "db"
+        conf_dir.mkdir(mode=0o700)
+        db_dir.mkdir(mode=0o700)
+        config = self.workdir / "config.ldif"
+        config.write_text(_config_ldif(self.suffix, self.root_dn, self.password, db_dir))
+        self._run([SLAPADD, "-n0", "-F", str(conf_dir), "-l", str(config)])
+        base = self.workdir / "base.ldif"
+        base.write_text(base_ldif(self.suffix))
+        self._run([SLAPADD, "-q", "-n1", "-F", str(conf_dir), "-l", str(base)])
+        if data_ldif is not None:
+            self._run([SLAPADD, "-q", "-n1", "-F", str(conf_dir), "-l", str(data_ldif)])
+
+    def start(self, data_ldif: pathlib.Path | None = None, timeout: float = 20) -> Slapd:
+        if not (self.workdir / "slapd.d").exists():
+            self.configure(data_ldif)
+        self.port = free_port()
+        self._proc = subprocess.Popen(
+            [
+                SLAPD,
+                "-d",
+                "0",
+                "-h",
+                f"{self.url}/",
+                "-F",
+                str(self.workdir / "slapd.d"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=_die_with_parent_hook(),
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+                raise SlapdError(f"slapd exited at start: {err.strip()[-300:]}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
+            ):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise SlapdError(f"slapd did not answer on port {self.port} within {timeout:g}s")
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections hang, as with a dead network path."""
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        """Stop the server (and remove its directory if we created it)."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGCONT)
+                proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+            if proc.stderr:
+                proc.stderr.close()
+
+    def remove(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Slapd:
+        return self.start() if self._proc is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+@contextlib.contextmanager
+def running(suffix: str = "dc=op1,dc=test") -> Iterator[Slapd]:
+    server = Slapd(suffix)
+    try:
+        yield server.start()
+    finally:
+        server.remove()
