@@ -249,3 +249,34 @@ def test_check_command(two_ops, tmp_path: pathlib.Path, capsys: pytest.CaptureFi
         "caducee: error: certificate of Alice Martin (10003456789) is not a signature "
         "certificate (missing: digital_signature)"
     ]
+
+
+def test_issue_publishes_and_revoke_withdraws(cli_pki: dict[str, pathlib.Path | int]) -> None:
+    from caducee.directory.sqlite import SqliteDirectory
+
+    base = cli_pki["base"]
+    assert isinstance(base, pathlib.Path)
+    directory_url = f"sqlite:///{base / 'op-a-directory.sqlite'}"
+    env = {"CADUCEE_CA_PASS": "another passphrase"}
+    runner = CliRunner()
+    r = runner.invoke(group, [
+        "issue", "--ca", str(base / "opa"), "--csr", str(_csr_file(base, "p.csr")),
+        "--purpose", "encryption", "--email", "dr-petit@op-a.test", "--given-name", "Bob",
+        "--surname", "Petit", "--rpps", "10009876543", "--profession", "Cardiologist",
+        "--org", "Regional Hospital", "--out", str(base / "petit.pem"), "--publish", directory_url,
+    ], env=env)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    cert = x509.load_pem_x509_certificate((base / "petit.pem").read_bytes())
+    with SqliteDirectory(base / "op-a-directory.sqlite") as directory:
+        found = directory.lookup(professional_id="10009876543").entries
+        assert [e.email for e in found] == ["dr-petit@op-a.test"]
+        assert found[0].encryption_certificates == (cert,)
+        assert found[0].organisation == "Regional Hospital"
+    r = runner.invoke(group, [
+        "revoke", "--ca", str(base / "opa"), f"{cert.serial_number:X}", "--reason",
+        "keyCompromise", "--publish", directory_url,
+    ], env=env)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    with SqliteDirectory(base / "op-a-directory.sqlite") as directory:
+        entries = directory.lookup(email="dr-petit@op-a.test").entries
+        assert all(cert not in e.certificates for e in entries)

@@ -6,9 +6,11 @@ variable ``CADUCEE_CA_PASS``, else an interactive hidden prompt. It is never ech
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -78,6 +80,23 @@ _opened_cards: list[Any] = []
 def _close_cards() -> None:
     while _opened_cards:
         _opened_cards.pop().close()
+
+
+@contextlib.contextmanager
+def _publisher(ca: CertificateAuthority, url: str | None) -> Iterator[None]:
+    """While issuing or revoking, keep the directory at ``url`` in step."""
+    if url is None:
+        yield
+        return
+    from caducee.directory.federation import open_directory
+    from caducee.pki.publish import DirectoryPublisher
+
+    with open_directory(url) as directory:
+        ca.listeners.append(DirectoryPublisher(directory))
+        try:
+            yield
+        finally:
+            ca.listeners.pop()
 
 
 def _serial(value: str) -> int:
@@ -278,6 +297,7 @@ def adopt(ca_dir: pathlib.Path, cert_file: pathlib.Path) -> None:
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=pathlib.Path), help="Write the PEM here."
 )
+@click.option("--publish", "publish_url", metavar="URL", help="Publish to this directory.")
 @pass_option
 @key_uri_option
 def issue(
@@ -295,8 +315,9 @@ def issue(
     out: pathlib.Path | None,
     pass_source: pathlib.Path | None,
     key_uri: str | None,
+    publish_url: str | None = None,
 ) -> None:
-    """Issue a signature or encryption certificate from a CSR."""
+    """Issue a signature or encryption certificate from a CSR (and publish it with --publish)."""
     identity = ProfessionalIdentity(
         given_name=given_name,
         surname=surname,
@@ -309,7 +330,8 @@ def issue(
     csr = load_csr(csr_file.read_bytes(), str(csr_file))
     try:
         ca = _open_signing(ca_dir, pass_source, key_uri)
-        cert = ca.issue_from_csr(csr, identity, purpose, days=days)
+        with _publisher(ca, publish_url):
+            cert = ca.issue_from_csr(csr, identity, purpose, days=days)
     finally:
         _close_cards()
     pem = cert.public_bytes(serialization.Encoding.PEM)
@@ -326,6 +348,7 @@ def issue(
 @click.option(
     "--reason", type=click.Choice(list(REASONS)), default="unspecified", show_default=True
 )
+@click.option("--publish", "publish_url", metavar="URL", help="Withdraw it from this directory.")
 @pass_option
 @key_uri_option
 def revoke(
@@ -334,11 +357,14 @@ def revoke(
     reason: str,
     pass_source: pathlib.Path | None,
     key_uri: str | None,
+    publish_url: str | None = None,
 ) -> None:
     """Revoke a certificate (hexadecimal SERIAL) and publish a new CRL at once."""
     number = _serial(serial)
     try:
-        crl = _open_signing(ca_dir, pass_source, key_uri).revoke(number, reason)
+        ca = _open_signing(ca_dir, pass_source, key_uri)
+        with _publisher(ca, publish_url):
+            crl = ca.revoke(number, reason)
     finally:
         _close_cards()
     click.echo(f"revoked {number:X} ({reason}); CRL number {_crl_number(crl)} published")
