@@ -5,7 +5,7 @@ Not a test. Run from the project root:
 
     .venv/bin/python benchmarks/directory_bench.py [--count 100000] [--lookups 300]
 
-It writes its table to docs/benchmarks-directory.md. Certificates are real (signed by a throw-away
+It writes its tables into docs/benchmarks.md. Certificates are real (signed by a throw-away
 P-256 CA) but reuse two RSA-2048 subscriber keys, so generating 2N certificates takes about
 0.3 ms each instead of a key generation each. LDAP is loaded offline with slapadd, as an operator
 would for a bulk import; SQLite with SqliteDirectory.bulk_load in one transaction.
@@ -30,6 +30,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from _report import write_section
 from caducee import devpki
 from caducee.directory import slapd
 from caducee.directory.api import DirectoryEntry, der
@@ -166,7 +168,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=100_000, help="subscribers (default 100000)")
     parser.add_argument("--lookups", type=int, default=300, help="lookups per measurement")
-    parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks-directory.md"))
+    parser.add_argument("--output", help="write here instead of docs/benchmarks.md")
     args = parser.parse_args()
     if not slapd.available():
         print("slapd is not installed: LDAP rows need it", file=sys.stderr)
@@ -329,8 +331,12 @@ def main() -> int:
             f"**Reduced run: {n:,} subscribers instead of 100,000** "
             "(rerun with `--count 100000`).\n",
         )
-    pathlib.Path(args.output).write_text("\n".join(lines))
-    print("\n".join(lines))
+    text = "\n".join(lines).replace("\n## ", "\n### ").replace("# ", "## ", 1)
+    print(text)
+    if args.output:
+        pathlib.Path(args.output).write_text(text)
+    else:
+        write_section("directory", text)
     return 0
 
 

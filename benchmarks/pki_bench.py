@@ -9,7 +9,9 @@ call), and the four raw signature checks of the path for reference. Second argum
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
 import pathlib
 import sys
 import tempfile
@@ -17,6 +19,8 @@ import time
 
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from _report import machine, write_section
 from caducee.pki import (
     CAConfig,
     CertificateAuthority,
@@ -106,5 +110,20 @@ def main() -> None:
         print(f"ratio reused/reference: {reused / floor_ms:.1f}x")
 
 
+def report() -> None:
+    """Run, echo, and keep the output as the "pki" section of docs/benchmarks.md."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        main()
+    out = buffer.getvalue()
+    print(out, end="")
+    write_section(
+        "pki",
+        "## Path validation (`benchmarks/pki_bench.py`)\n\n"
+        f"{machine()}. ms per validation of an encryption certificate, revocation by CRL.\n\n"
+        f"```\n{out.rstrip()}\n```",
+    )
+
+
 if __name__ == "__main__":
-    main()
+    report()
