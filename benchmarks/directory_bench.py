@@ -31,7 +31,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from _report import write_section
 from caducee import devpki
 from caducee.directory import slapd
 from caducee.directory.api import DirectoryEntry, der
@@ -39,6 +38,8 @@ from caducee.directory.federation import FederatedDirectory
 from caducee.directory.http import HttpDirectory, start_server
 from caducee.directory.ldap import LdapDirectory, ldif_record
 from caducee.directory.sqlite import SqliteDirectory
+
+from _report import write_section
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SURNAMES = 1000  # distinct surnames: a name lookup matches about count/1000 people

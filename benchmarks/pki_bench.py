@@ -20,7 +20,6 @@ import time
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from _report import machine, write_section
 from caducee.pki import (
     CAConfig,
     CertificateAuthority,
@@ -31,6 +30,8 @@ from caducee.pki import (
     validate_certificate,
 )
 from caducee.pki.ca import generate_ca_key
+
+from _report import machine, write_section
 
 T0 = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
 AT = T0 + dt.timedelta(hours=2)

@@ -9,6 +9,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from caducee.cli.card import group
 from caducee.keys.pkcs11 import SOFTHSM2_MODULE
@@ -191,6 +192,22 @@ def test_issue_with_operator_ca_gets_real_certificates(blank_hsm, tmp_path, monk
     assert sig.extensions.get_extension_for_class(x509.KeyUsage).value.content_commitment
     assert enc.extensions.get_extension_for_class(x509.KeyUsage).value.key_encipherment
     assert {r.serial for r in ca.records()} >= {sig.serial_number, enc.serial_number}
+    # The encryption certificate tells a first correspondent what the card decrypts (RFC 4262):
+    # SoftHSM2 has no OAEP-SHA-256, so a sender who knows nothing else picks OAEP-SHA-1.
+    from caducee.core.algorithms import KeyTransport
+    from caducee.core.capabilities import Capabilities
+    from caducee.core.policy import choose_encryption
+
+    caps = Capabilities.from_certificate(enc)
+    assert caps is not None and KeyTransport.RSA_OAEP_SHA256 not in caps.key_transports
+    assert Capabilities.from_certificate(sig) is None
+    choice = choose_encryption([(enc, None)])
+    assert choice.recipients[0].key_transport is KeyTransport.RSA_OAEP_SHA1
+    pem = enc.public_bytes(Encoding.PEM)
+    text = subprocess.run(
+        ["openssl", "x509", "-noout", "-text"], input=pem, capture_output=True, check=True
+    ).stdout
+    assert b"1.2.840.113549.1.9.15" in text or b"S/MIME Capabilities" in text
 
 
 def test_issue_with_operator_ca_needs_identity(blank_hsm, tmp_path) -> None:  # type: ignore[no-untyped-def]

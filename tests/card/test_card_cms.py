@@ -6,14 +6,14 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from tests.card.card_faults import FaultyModule
-from tests.conftest import pem_cert, run
 
 from caducee.core.algorithms import KeyTransport, SignatureScheme
 from caducee.core.cms.decrypt import decrypt_data
 from caducee.core.cms.sign import sign_data
 from caducee.keys.open import open_card
 from caducee.keys.pkcs11 import SOFTHSM2_MODULE
+from tests.card.card_faults import FaultyModule
+from tests.conftest import pem_cert, run
 
 pytestmark = [pytest.mark.softhsm, pytest.mark.interop]
 

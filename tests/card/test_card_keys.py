@@ -9,13 +9,13 @@ import PyKCS11
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
-from tests.card.card_faults import FaultyModule
 
 from caducee.core.algorithms import Digest, KeyTransport, SignatureScheme
 from caducee.errors import DecryptionError, UnsupportedAlgorithmError, UsageError
 from caducee.keys.api import DecryptionKey, SigningKey
 from caducee.keys.open import open_card, open_key
 from caducee.keys.pkcs11 import SOFTHSM2_MODULE, Pkcs11Key
+from tests.card.card_faults import FaultyModule
 
 pytestmark = pytest.mark.softhsm
 

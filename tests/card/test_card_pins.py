@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from tests.card.card_faults import FaultyModule
 
 from caducee.card import card_status, change_pin, unblock_pin
 from caducee.core.algorithms import Digest, SignatureScheme
@@ -19,6 +18,7 @@ from caducee.keys.pkcs11_errors import (
     PinLengthError,
     WrongPinError,
 )
+from tests.card.card_faults import FaultyModule
 
 pytestmark = pytest.mark.softhsm
 

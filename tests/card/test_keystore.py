@@ -7,7 +7,6 @@ import stat
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import padding
-from tests.card.card_faults import FaultyModule
 
 from caducee.core.algorithms import KeyTransport
 from caducee.keys.keystore import (
@@ -21,6 +20,7 @@ from caducee.keys.keystore import (
 from caducee.keys.open import open_card
 from caducee.keys.pkcs11 import SOFTHSM2_MODULE, Pkcs11Module
 from caducee.keys.pkcs11_errors import CardRemovedError, WrongPinError
+from tests.card.card_faults import FaultyModule
 
 pytestmark = pytest.mark.softhsm
 

@@ -7,7 +7,6 @@ import os
 import pathlib
 
 from click.testing import CliRunner
-from tests.conftest import pem_cert
 
 from caducee.cli.main import cli
 from caducee.core.algorithms import ContentCipher, KeyTransport
@@ -16,6 +15,7 @@ from caducee.core.cms.decrypt import decrypt_data
 from caducee.core.message import ProtectOptions, open_message, protect
 from caducee.core.mime.enveloped import decrypt_mime
 from caducee.correspondents import CorrespondentStore
+from tests.conftest import pem_cert
 
 T = dt.datetime(2026, 11, 29, 8, 0, tzinfo=dt.UTC)
 MSG = b"From: alice@op1.test\r\nTo: bob@op2.test\r\nSubject: hi\r\n\r\nhello\r\n"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pathlib
 
 from click.testing import CliRunner
-from tests.conftest import run
 
 from caducee.cli.main import cli
+from tests.conftest import run
 
 
 def test_demo_runs_and_writes_only_ciphertext(tmp_path: pathlib.Path) -> None:

@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
-from tests.conftest import pem_cert, pem_key, run
 
 from caducee.cli.main import cli
+from tests.conftest import pem_cert, pem_key, run
 
 LETTER = (
     b"From: Dr Alice <alice@op1.test>\r\n"

@@ -9,11 +9,11 @@ import sys
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
-from tests.conftest import pem_cert, pem_key
 
 from caducee.keys.software import SoftwareKey
 from caducee.pki import CAConfig, CertificateAuthority, ProfessionalIdentity
 from caducee.pki.ca import generate_ca_key
+from tests.conftest import pem_cert, pem_key
 
 CADUCEE = [sys.executable, "-m", "caducee.cli.main"]
 LETTER = b"From: alice.martin@op-a.test\r\nTo: bob@op-b.test\r\nSubject: ECG\r\n\r\nNormal ECG.\r\n"

@@ -8,12 +8,12 @@ import pathlib
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-from tests.conftest import TestPKI as PKI
-from tests.conftest import pem_cert, pem_key
 
 from caducee import devpki
 from caducee.core.algorithms import KeyTransport
 from caducee.keys.software import SoftwareKey
+from tests.conftest import TestPKI as PKI
+from tests.conftest import pem_cert, pem_key
 
 RSA_NAMES = ("alice", "bob")
 EC_NAMES = ("carol", "dave")

@@ -7,14 +7,14 @@ import hashlib
 import pytest
 from asn1crypto import cms
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from tests.conftest import TestPKI as PKI
-from tests.core_envelope.conftest import identity
 
 from caducee.core.algorithms import ContentCipher
 from caducee.core.cms import envelope_asn1 as a
 from caducee.core.cms.decrypt import decrypt_data
 from caducee.core.cms.envelope import Recipient, encrypt_data
 from caducee.errors import IntegrityError
+from tests.conftest import TestPKI as PKI
+from tests.core_envelope.conftest import identity
 
 CONTENT = b"Content-Type: text/plain\r\n\r\n" + b"0123456789abcdef" * 300 + b"tail\r\n"
 

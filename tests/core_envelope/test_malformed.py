@@ -6,12 +6,12 @@ import json
 import pathlib
 
 import pytest
-from tests.core_envelope.conftest import CountingKey
 
 from caducee import errors
 from caducee.core.cms.decrypt import decrypt_data
 from caducee.core.mime.enveloped import decrypt_mime
 from caducee.keys.software import SoftwareKey, load_private_key
+from tests.core_envelope.conftest import CountingKey
 
 CORPUS = pathlib.Path(__file__).resolve().parent.parent / "data" / "malformed" / "envelope"
 MANIFEST: dict[str, dict[str, str]] = json.loads((CORPUS / "manifest.json").read_text())

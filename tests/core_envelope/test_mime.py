@@ -7,13 +7,13 @@ import email
 import email.policy
 
 import pytest
-from tests.conftest import TestPKI as PKI
-from tests.core_envelope.conftest import identity, rand
 
 from caducee.core.algorithms import ContentCipher
 from caducee.core.cms.envelope import Recipient
 from caducee.core.mime.enveloped import decrypt_mime, encrypt_mime, is_enveloped_mime
 from caducee.errors import MalformedMessageError
+from tests.conftest import TestPKI as PKI
+from tests.core_envelope.conftest import identity, rand
 
 ENTITY_LF = b"Content-Type: text/plain\n\nligne 1\nligne 2\n"
 ENTITY_CRLF = ENTITY_LF.replace(b"\n", b"\r\n")

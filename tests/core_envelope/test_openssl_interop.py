@@ -5,14 +5,14 @@ from __future__ import annotations
 import base64
 
 import pytest
-from tests.conftest import TestPKI as PKI
-from tests.conftest import run
-from tests.core_envelope.conftest import identity, rand
 
 from caducee.core.algorithms import ContentCipher, KeyTransport
 from caducee.core.cms.decrypt import decrypt_data
 from caducee.core.cms.envelope import Recipient, encrypt_data
 from caducee.core.mime.enveloped import decrypt_mime, encrypt_mime
+from tests.conftest import TestPKI as PKI
+from tests.conftest import run
+from tests.core_envelope.conftest import identity, rand
 
 pytestmark = pytest.mark.interop
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 from asn1crypto import cms
-from tests.conftest import TestPKI as PKI
-from tests.core_envelope.conftest import identity
 
 from caducee.core.algorithms import ContentCipher, KeyTransport
 from caducee.core.capabilities import LEGACY_GPGSM, Capabilities
 from caducee.core.policy import EncryptionChoice, choose_encryption
 from caducee.errors import PolicyError
+from tests.conftest import TestPKI as PKI
+from tests.core_envelope.conftest import identity
 
 
 def _cert(pki: PKI, name: str):  # type: ignore[no-untyped-def]

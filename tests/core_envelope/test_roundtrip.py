@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 from asn1crypto import cms
-from tests.conftest import TestPKI as PKI
-from tests.core_envelope.conftest import CountingKey, identity, rand
 
 from caducee.core.algorithms import ContentCipher, KeyTransport
 from caducee.core.cms.decrypt import decrypt_data
@@ -19,6 +17,8 @@ from caducee.errors import (
     UnsupportedAlgorithmError,
     UsageError,
 )
+from tests.conftest import TestPKI as PKI
+from tests.core_envelope.conftest import CountingKey, identity, rand
 
 CONTENT = b"Content-Type: text/plain\r\n\r\nCompte rendu: tension 12/8.\r\n"
 

@@ -7,11 +7,11 @@ import pathlib
 from collections.abc import Callable
 
 import pytest
-from tests.conftest import TestPKI as PKI
-from tests.conftest import pem_cert, pem_key
 
 from caducee import devpki
 from caducee.core.algorithms import Digest, SignatureScheme
+from tests.conftest import TestPKI as PKI
+from tests.conftest import pem_cert, pem_key
 
 DATA = pathlib.Path(__file__).parent.parent / "data"
 SIGN_DATA = DATA / "sign"

@@ -11,12 +11,12 @@ from collections.abc import Iterator
 
 import pytest
 from cryptography.hazmat.primitives import hashes
-from tests.conftest import TestPKI as PKI
-from tests.conftest import pem_cert
-from tests.core_sign.conftest import SIGNERS, T0, identity
 
 from caducee.core.algorithms import Digest, SignatureScheme
 from caducee.core.cms.sign import sign_data
+from tests.conftest import TestPKI as PKI
+from tests.conftest import pem_cert
+from tests.core_sign.conftest import SIGNERS, T0, identity
 
 pytestmark = pytest.mark.interop
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import pytest
 from asn1crypto import cms
-from tests.conftest import TestPKI as PKI
-from tests.conftest import run
-from tests.core_sign.conftest import SIGNERS, T0, SignerFiles, WriteFile, identity
 
 from caducee.core.algorithms import Digest, SignatureScheme
 from caducee.core.capabilities import Capabilities
@@ -14,6 +11,9 @@ from caducee.core.cms.sign import sign_data
 from caducee.core.cms.verify import verify_signed_data
 from caducee.core.mime.canon import to_crlf, to_lf
 from caducee.core.mime.signed import sign_mime, verify_mime
+from tests.conftest import TestPKI as PKI
+from tests.conftest import run
+from tests.core_sign.conftest import SIGNERS, T0, SignerFiles, WriteFile, identity
 
 pytestmark = pytest.mark.interop
 

@@ -7,8 +7,6 @@ import datetime as dt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.conftest import TestPKI as PKI
-from tests.core_sign.conftest import MALFORMED, T0
 
 from caducee.core.algorithms import Digest, SignatureScheme
 from caducee.core.cms.sign import sign_data
@@ -22,6 +20,8 @@ from caducee.errors import (
     SignatureError,
     UnsupportedAlgorithmError,
 )
+from tests.conftest import TestPKI as PKI
+from tests.core_sign.conftest import MALFORMED, T0
 
 SIGNED_CONTENT = b"Content-Type: text/plain\r\n\r\nhello\r\n"
 M = MalformedMessageError

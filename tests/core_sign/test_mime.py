@@ -9,8 +9,6 @@ import email.message
 import re
 
 import pytest
-from tests.conftest import TestPKI as PKI
-from tests.core_sign.conftest import T0
 
 from caducee.core.algorithms import Digest, SignatureScheme
 from caducee.core.mime.canon import to_lf
@@ -22,6 +20,8 @@ from caducee.core.mime.signed import (
     verify_mime,
 )
 from caducee.errors import MalformedMessageError
+from tests.conftest import TestPKI as PKI
+from tests.core_sign.conftest import T0
 
 ENTITY_LF = b"Content-Type: text/plain; charset=us-ascii\n\nOrdonnance\n\n-- \nDr Martin\n"
 ENTITY = ENTITY_LF.replace(b"\n", b"\r\n")

@@ -7,8 +7,6 @@ import datetime as dt
 import pytest
 from asn1crypto import cms
 from cryptography.hazmat.primitives import hashes, serialization
-from tests.conftest import TestPKI as PKI
-from tests.core_sign.conftest import DIGESTS, SIGNERS, T0, identity
 
 from caducee.core.algorithms import Digest, SignatureScheme
 from caducee.core.capabilities import LEGACY_GPGSM, Capabilities
@@ -20,6 +18,8 @@ from caducee.errors import (
     UnsupportedAlgorithmError,
     UsageError,
 )
+from tests.conftest import TestPKI as PKI
+from tests.core_sign.conftest import DIGESTS, SIGNERS, T0, identity
 
 CONTENT = b"Content-Type: text/plain\r\n\r\nResultats de laboratoire\r\n"
 

@@ -9,10 +9,10 @@ import datetime as dt
 import subprocess
 
 import pytest
-from tests.core_sign.conftest import SIGN_DATA
 
 from caducee.core.algorithms import ContentCipher, Digest, SignatureScheme
 from caducee.core.cms.verify import verify_signed_data
+from tests.core_sign.conftest import SIGN_DATA
 
 
 def _load(name: str) -> bytes:

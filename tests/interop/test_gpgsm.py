@@ -8,14 +8,14 @@ import os
 import pathlib
 
 import pytest
-from caducee.core.cms.decrypt import decrypt_data
-from caducee.core.policy import choose_encryption
 
 from caducee.core.algorithms import ContentCipher, Digest, SignatureScheme
 from caducee.core.capabilities import LEGACY_GPGSM
+from caducee.core.cms.decrypt import decrypt_data
 from caducee.core.cms.envelope import encrypt_data
 from caducee.core.cms.sign import sign_data
 from caducee.core.cms.verify import verify_signed_data
+from caducee.core.policy import choose_encryption
 
 pytestmark = pytest.mark.interop
 
@@ -88,9 +88,9 @@ def test_caducee_encryption_for_legacy_peer_decrypts_with_gpgsm(gpgsm, pki, tmp_
 
 def test_cli_legacy_encrypt_reaches_gpgsm(gpgsm, pki, tmp_path: pathlib.Path) -> None:  # type: ignore[no-untyped-def]
     from click.testing import CliRunner
-    from tests.conftest import pem_cert
 
     from caducee.cli.main import cli
+    from tests.conftest import pem_cert
 
     gpgsm.import_identity(pki.bob)
     (tmp_path / "bob.pem").write_bytes(pem_cert(pki.bob.encryption.certificate))

@@ -12,7 +12,6 @@ import pathlib
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-from tests.pki.conftest import TwoOperators, at  # type: ignore[import-not-found]
 
 from caducee.core.cms.decrypt import decrypt_data
 from caducee.core.cms.envelope import Recipient, encrypt_data
@@ -22,6 +21,7 @@ from caducee.directory.sqlite import SqliteDirectory
 from caducee.keys.software import SoftwareKey
 from caducee.pki import TrustStore
 from caducee.pki.validate import validate_certificate
+from tests.pki.conftest import TwoOperators, at  # type: ignore[import-not-found]
 
 
 def _directories(

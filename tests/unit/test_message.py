@@ -6,10 +6,10 @@ import datetime as dt
 import os
 
 import pytest
-from caducee.core.mime.enveloped import encrypt_mime
 
 from caducee.core.cms.envelope import Recipient
 from caducee.core.message import ProtectOptions, open_message, protect
+from caducee.core.mime.enveloped import encrypt_mime
 from caducee.errors import CaduceeError, MalformedMessageError, UsageError
 
 NOW = dt.datetime(2026, 11, 29, 9, 30, tzinfo=dt.UTC)
@@ -121,3 +121,32 @@ def test_absurd_nesting_is_refused(pki) -> None:  # type: ignore[no-untyped-def]
 def test_nothing_to_do(pki) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(UsageError):
         protect(LETTER, signer=None, recipients=[], signing_time=NOW, random=os.urandom)
+
+
+def test_policy_reads_rfc4262_capabilities_from_the_certificate(pki) -> None:  # type: ignore[no-untyped-def]
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    from caducee.core.algorithms import ContentCipher, KeyTransport
+    from caducee.core.capabilities import LEGACY_GPGSM, Capabilities
+    from caducee.core.policy import choose_encryption
+
+    base = pki.bob.encryption.certificate
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(base.subject)
+        .issuer_name(pki.ca.certificate.subject)
+        .public_key(base.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(base.not_valid_before_utc)
+        .not_valid_after(base.not_valid_after_utc)
+        .add_extension(LEGACY_GPGSM.to_extension(), critical=False)
+        .sign(pki.ca.key, hashes.SHA256())
+    )
+    assert Capabilities.from_certificate(cert) == LEGACY_GPGSM
+    choice = choose_encryption([(cert, None)])
+    assert choice.cipher is ContentCipher.AES_256_CBC
+    assert choice.recipients[0].key_transport is KeyTransport.RSA_PKCS1V15
+    # what the correspondent said in a signed message wins over the certificate
+    choice = choose_encryption([(cert, Capabilities())])
+    assert choice.cipher is ContentCipher.AES_256_GCM

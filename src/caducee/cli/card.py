@@ -282,6 +282,7 @@ def _issue_from_operator(
     organisation: str | None,
 ) -> None:
     from caducee.cli.ca import _passphrase
+    from caducee.keys.pkcs11 import token_capabilities
     from caducee.pki import CertificateAuthority, ProfessionalIdentity
 
     if not (given_name and surname and professional_id):
@@ -294,12 +295,16 @@ def _issue_from_operator(
     so_pin = _pin(so_pin_source, "CADUCEE_SO_PIN", "New SO PIN (PUK)", confirm=True)
     user_pin = _pin(pin_source, "CADUCEE_PIN", "New PIN", confirm=True)
     with _open_module(module_path) as module:
+        # Written in the encryption certificate (RFC 4262): what this kind of card decrypts.
+        slot = module.free_slot()
+        info = module.token_info(slot)
+        capabilities = token_capabilities(module.mechanisms(slot), info.manufacturer)
         issued = issue_card(
             module,
             label=label,
             so_pin=so_pin,
             user_pin=user_pin,
-            issuer=ca.issuer_for(identity),
+            issuer=ca.issuer_for(identity, capabilities=capabilities),
             kind=kind,  # type: ignore[arg-type]
         )
     del so_pin, user_pin

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from asn1crypto import algos, cms, core
+from cryptography import x509
 
 from caducee.core.algorithms import (
     CIPHER_PREFERENCE,
@@ -19,6 +20,8 @@ from caducee.core.algorithms import (
 from caducee.errors import MalformedMessageError
 
 _OAEP_OID = "1.2.840.113549.1.1.7"
+#: smimeCapabilities: a signed attribute (RFC 8551) and a certificate extension (RFC 4262).
+SMIME_CAPABILITIES_OID = "1.2.840.113549.1.9.15"
 _RSA_OID = "1.2.840.113549.1.1.1"
 
 
@@ -72,6 +75,29 @@ class Capabilities:
 
     def to_der(self) -> bytes:
         return bytes(self.to_asn1().dump())
+
+    def to_extension(self) -> x509.UnrecognizedExtension:
+        """The RFC 4262 certificate extension: a CA announcing what the key's holder decrypts."""
+        return x509.UnrecognizedExtension(
+            x509.ObjectIdentifier(SMIME_CAPABILITIES_OID), self.to_der()
+        )
+
+    @classmethod
+    def from_certificate(cls, cert: x509.Certificate) -> Capabilities | None:
+        """What the certificate's SMIMECapabilities extension (RFC 4262) announces, if any."""
+        try:
+            ext = cert.extensions.get_extension_for_oid(
+                x509.ObjectIdentifier(SMIME_CAPABILITIES_OID)
+            )
+        except (x509.ExtensionNotFound, ValueError):
+            return None
+        value = ext.value
+        if not isinstance(value, x509.UnrecognizedExtension):
+            return None
+        try:
+            return cls.from_der(value.value)
+        except MalformedMessageError:
+            return None  # a damaged announcement is ignored, not fatal
 
 
 #: What gpgsm 2.2 can decrypt: AES-CBC with RSA PKCS#1 v1.5 only.

@@ -143,7 +143,7 @@ def is_mdn(entity: bytes) -> bool:
         msg = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(
             entity, headersonly=True
         )
-    except Exception:  # noqa: BLE001 - any parse failure means "not an MDN"
+    except Exception:  # any parse failure means "not an MDN"
         return False
     return (
         msg.get_content_type() == "multipart/report"
@@ -170,8 +170,10 @@ def parse_mdn(entity: bytes) -> MdnReport:
     if part is None:
         raise MalformedMessageError("no message/disposition-notification part", "MDN")
     payload = part.get_payload()
+    fields: Message
     if isinstance(payload, list):  # the email package parses message/* as a nested message
-        fields = payload[0] if payload else Message()
+        first = payload[0] if payload else None
+        fields = first if isinstance(first, Message) else Message()
     else:
         raw = payload if isinstance(payload, str) else ""
         fields = email.parser.Parser(policy=email.policy.compat32).parsestr(raw, headersonly=True)

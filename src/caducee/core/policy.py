@@ -67,7 +67,8 @@ def choose_encryption(
     common = list(CIPHER_PREFERENCE)
     chosen: list[Recipient] = []
     for cert, caps in recipients:
-        caps = caps or _DEFAULTS
+        # What they told us in a signed message, else what their CA says (RFC 4262), else defaults.
+        caps = caps or Capabilities.from_certificate(cert) or _DEFAULTS
         public_key = cert.public_key()
         if isinstance(public_key, rsa.RSAPublicKey):
             chosen.append(Recipient(cert, _transport(cert, caps)))

@@ -420,6 +420,26 @@ class CardSession:
         ]
 
 
+def rsa_transports(mechanisms: frozenset[str], manufacturer: str) -> frozenset[KeyTransport]:
+    """The RSA paddings a token with these mechanisms decrypts with."""
+    out = set()
+    if "CKM_RSA_PKCS" in mechanisms:
+        out.add(KeyTransport.RSA_PKCS1V15)
+    if "CKM_RSA_PKCS_OAEP" in mechanisms:
+        out.add(KeyTransport.RSA_OAEP_SHA1)
+        if manufacturer in _OAEP_SHA256_TOKENS:
+            out.add(KeyTransport.RSA_OAEP_SHA256)
+    return frozenset(out)
+
+
+def token_capabilities(mechanisms: frozenset[str], manufacturer: str) -> Capabilities:
+    """What a card of this kind can decrypt (written in its encryption certificate)."""
+    transports = rsa_transports(mechanisms, manufacturer)
+    return Capabilities(
+        key_transports=tuple(k for k in KEY_TRANSPORT_PREFERENCE if k in transports)
+    )
+
+
 def card_capabilities(key: Pkcs11Key) -> Capabilities:
     """The SMIMECapabilities to announce when signing: every content cipher (decrypted in
     software) and only the RSA paddings this card decrypts with ``key``, so senders choose
@@ -582,15 +602,7 @@ class Pkcs11Key:
     def key_transports(self) -> frozenset[KeyTransport]:
         if not isinstance(self._public(), rsa.RSAPublicKey):
             return frozenset()
-        mechs = self._card.mechanisms
-        out = set()
-        if "CKM_RSA_PKCS" in mechs:
-            out.add(KeyTransport.RSA_PKCS1V15)
-        if "CKM_RSA_PKCS_OAEP" in mechs:
-            out.add(KeyTransport.RSA_OAEP_SHA1)
-            if self._card.token.manufacturer in _OAEP_SHA256_TOKENS:
-                out.add(KeyTransport.RSA_OAEP_SHA256)
-        return frozenset(out)
+        return rsa_transports(self._card.mechanisms, self._card.token.manufacturer)
 
     def decrypt_key(self, encrypted_key: bytes, padding: KeyTransport) -> bytes:
         if not isinstance(self._public(), rsa.RSAPublicKey):

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
+from caducee.core.capabilities import Capabilities
 from caducee.errors import KeyStoreError, UsageError
 from caducee.pki.errors import CSRError
 from caducee.pki.profiles import (
@@ -309,11 +310,16 @@ class CertificateAuthority:
         *,
         days: int | None = None,
         now: dt.datetime | None = None,
+        capabilities: Capabilities | None = None,
     ) -> Callable[[PublicKey, str], x509.Certificate]:
-        """A ``CertificateIssuer`` callback for card issuance (``caducee.card.issue_card``)."""
+        """A ``CertificateIssuer`` callback for card issuance (``caducee.card.issue_card``).
+
+        ``capabilities``: what the card can decrypt, written in its encryption certificate.
+        """
 
         def issue(public_key: PublicKey, role: str) -> x509.Certificate:
-            return self.issue(public_key, identity, role, days=days, now=now)
+            caps = capabilities if role == "encryption" else None
+            return self.issue(public_key, identity, role, days=days, now=now, capabilities=caps)
 
         return issue
 
@@ -398,8 +404,13 @@ class CertificateAuthority:
         *,
         days: int | None = None,
         now: dt.datetime | None = None,
+        capabilities: Capabilities | None = None,
     ) -> x509.Certificate:
-        """Issue a professional's signature or encryption certificate for ``public_key``."""
+        """Issue a professional's signature or encryption certificate for ``public_key``.
+
+        ``capabilities`` (encryption certificates) puts an RFC 4262 SMIMECapabilities extension
+        in it, so that a first correspondent already knows what the card can decrypt.
+        """
         purpose = Purpose.parse(purpose)
         key = check_public_key(public_key, "subject key")
         signer = self.require_signer()
@@ -424,6 +435,8 @@ class CertificateAuthority:
             )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key), critical=False)
         )
+        if capabilities is not None and purpose is Purpose.ENCRYPTION:
+            builder = builder.add_extension(capabilities.to_extension(), critical=False)
         cert = sign_certificate(self._issuer_extensions(builder), signer)
         self.store.record(cert, purpose.value, identity.email, identity.professional_id)
         for listener in self.listeners:

@@ -1,0 +1,855 @@
+"""The mail agent: send signed and encrypted mail, fetch and check what arrives, read, export.
+
+It holds the user's keys (a card or software keys, through the keys protocols), a certificate
+finder and a validator (directories and PKI), a submitter and mailbox sources (the transport seam
+in ``caducee.mail.api``), and the local message store. Everything that reaches a person goes
+through here, so the rules live here:
+
+- nothing leaves unless every recipient has a valid encryption certificate (or the user chose,
+  and policy allows, to send signed only);
+- every message is encrypted to the sender too, so the sent copy stays readable;
+- received wire bytes are committed before anything else, one hostile message never stops the
+  others, and a message that cannot be decrypted is kept and flagged;
+- a signature counts as valid only if it verifies, the signer's certificate is trusted at signing
+  time, and its e-mail address is the one in From.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import email.message
+import email.policy
+import email.utils
+import inspect
+import logging
+import mimetypes
+import os
+import pathlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+from cryptography import x509
+
+from caducee.agent_trust import CertificateFinder, SignerValidator, TrustVerdict, common_name
+from caducee.agent_view import Part, render_entity
+from caducee.core import mdn
+from caducee.core.algorithms import CIPHER_PREFERENCE, KEY_TRANSPORT_PREFERENCE, ContentCipher
+from caducee.core.capabilities import Capabilities
+from caducee.core.cms.envelope import Recipient
+from caducee.core.message import OpenedMessage, ProtectOptions, open_message, protect
+from caducee.core.mime import headers as mime_headers
+from caducee.core.mime.enveloped import is_enveloped_mime
+from caducee.core.policy import choose_encryption
+from caducee.errors import CaduceeError, PolicyError, TransportError, UsageError
+from caducee.keys.api import DecryptionKey, SigningKey
+from caducee.mail.api import Envelope, MailboxSource, RemoteMessage, Submitter
+from caducee.store.audit import AuditLog
+from caducee.store.messages import MessageStore, StoredMessage
+
+__all__ = [
+    "Agent",
+    "AgentPolicy",
+    "Attachment",
+    "FetchReport",
+    "Identity",
+    "MessageView",
+    "RecipientsRefusedError",
+    "SendResult",
+]
+
+log = logging.getLogger(__name__)
+
+
+class RecipientsRefusedError(PolicyError):
+    """Some recipients have no valid encryption certificate; nothing was sent."""
+
+    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
+        self.problems = tuple(problems)
+        listed = "; ".join(f"{addr}: {why}" for addr, why in problems)
+        super().__init__(
+            f"not sent: no valid encryption certificate for {listed}"
+            " (ask them to publish their certificate, or check the address;"
+            " --allow-plaintext sends signed but unencrypted)"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    """The user: address, signing key (None once the card is lost), decryption keys."""
+
+    email: str
+    signing_key: SigningKey | None
+    decryption_keys: Sequence[DecryptionKey]
+    display_name: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<Identity {self.email}>"
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentPolicy:
+    allow_plaintext: bool = True  # whether the user may choose to send signed-only at all
+    preferred_cipher: str | None = None  # ContentCipher name; None = strongest common
+    minimum_cipher: str = "AES_128_CBC"  # refuse to send with anything weaker than this
+    mdn_on_fetch: bool = False  # answer "processed" automatically when mail is fetched
+    reporting_ua: str = "caducee"
+
+
+@dataclasses.dataclass(frozen=True)
+class Attachment:
+    filename: str
+    data: bytes
+    content_type: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<Attachment {len(self.data)} bytes>"
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> Attachment:
+        file = pathlib.Path(path)
+        try:
+            return cls(file.name, file.read_bytes())
+        except OSError as exc:
+            raise UsageError(f"cannot read attachment {file}: {exc.strerror}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class SendResult:
+    id: int  # in the local store
+    message_id: str
+    state: str  # "sent" or "queued"
+    encrypted: bool
+    recipients: tuple[str, ...]
+    warning: str | None = None
+
+
+@dataclasses.dataclass
+class FetchReport:
+    new: int = 0
+    valid: int = 0
+    flagged: int = 0  # unsigned, invalid, unencrypted
+    failed: int = 0
+    receipts: int = 0
+    ids: list[int] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class MessageView:
+    """What ``read`` shows: protected headers, the security verdict, text, and parts."""
+
+    id: int
+    direction: str
+    headers: Mapping[str, str]
+    headers_protected: bool
+    security: str
+    signature: str | None
+    encrypted: bool | None
+    body: str
+    body_type: str | None
+    links: tuple[str, ...]
+    parts: tuple[Part, ...]
+    recipients: tuple[tuple[str, str], ...]  # (address, state) for sent messages
+
+    def __repr__(self) -> str:
+        return f"<MessageView {self.id}>"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "direction": self.direction,
+            "headers": dict(self.headers),
+            "headers_protected": self.headers_protected,
+            "security": self.security,
+            "signature": self.signature,
+            "encrypted": self.encrypted,
+            "body": self.body,
+            "body_type": self.body_type,
+            "links": list(self.links),
+            "parts": [dataclasses.asdict(p) for p in self.parts],
+            "recipients": [{"address": a, "state": s} for a, s in self.recipients],
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class _Verdict:
+    encrypted: bool
+    signature: str  # valid, invalid, unsigned
+    reason: str | None
+    signer: x509.Certificate | None
+    issuer: str | None
+    signing_time: dt.datetime | None
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def _address(value: str | None) -> str | None:
+    if not value:
+        return None
+    pairs = email.utils.getaddresses([value])
+    addr = pairs[0][1].strip().lower() if pairs else ""
+    return addr if "@" in addr else None
+
+
+def _outer_fields(wire: bytes) -> dict[str, str | None]:
+    """Outer header values for the index; a header we cannot parse is just left empty."""
+    try:
+        fields, _ = mime_headers.split_message(wire)
+    except CaduceeError:
+        return {}
+    out: dict[str, str | None] = {}
+    for name in ("from", "to", "subject", "date", "message-id", mdn.REQUEST_HEADER.lower()):
+        field = mime_headers.get(fields, name)
+        if field is not None:
+            try:
+                out[name] = field.value()[:500]
+            except Exception:
+                out[name] = None
+    return out
+
+
+def _signer_emails(cert: x509.Certificate) -> list[str]:
+    from caducee.agent_trust import _emails
+
+    return _emails(cert)
+
+
+class Agent:
+    def __init__(
+        self,
+        *,
+        identity: Identity,
+        finder: CertificateFinder,
+        validator: SignerValidator,
+        submitter: Submitter | None,
+        sources: Mapping[str, MailboxSource],
+        store: MessageStore,
+        account: str = "default",
+        policy: AgentPolicy = AgentPolicy(),
+        clock: Callable[[], dt.datetime] = _utcnow,
+        random: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.identity = identity
+        self.finder = finder
+        self.validator = validator
+        self.submitter = submitter
+        self.sources = dict(sources)
+        self.store = store
+        self.audit = AuditLog(store.connection)
+        self.account = account
+        self.policy = policy
+        self.clock = clock
+        self.random = random
+
+    def __repr__(self) -> str:
+        return f"<Agent {self.identity.email}>"
+
+    # -- sending -----------------------------------------------------------------------------------
+
+    def _message_id(self) -> str:
+        domain = self.identity.email.rpartition("@")[2] or "caducee.invalid"
+        return f"<{self.random(12).hex()}@{domain}>"
+
+    def _build_mime(
+        self,
+        to: Sequence[str],
+        cc: Sequence[str],
+        subject: str,
+        body: str,
+        attachments: Sequence[Attachment],
+        message_id: str,
+        request_mdn: bool,
+    ) -> bytes:
+        msg = email.message.EmailMessage(policy=email.policy.SMTP)
+        sender = self.identity.email
+        if self.identity.display_name:
+            sender = email.utils.formataddr((self.identity.display_name, sender))
+        msg["From"] = sender
+        msg["To"] = ", ".join(to)
+        if cc:
+            msg["Cc"] = ", ".join(cc)
+        msg["Subject"] = subject
+        msg["Date"] = email.utils.format_datetime(self.clock())
+        msg["Message-ID"] = message_id
+        if request_mdn:
+            msg[mdn.REQUEST_HEADER] = self.identity.email
+        msg.set_content(body)
+        for att in attachments:
+            ctype = att.content_type or mimetypes.guess_type(att.filename)[0]
+            ctype = ctype or "application/octet-stream"
+            maintype, _, subtype = ctype.partition("/")
+            if maintype == "text":
+                msg.add_attachment(
+                    att.data.decode("utf-8", errors="replace"),
+                    subtype=subtype,
+                    filename=att.filename,
+                    cte="base64",
+                )
+            else:
+                msg.add_attachment(att.data, maintype, subtype, filename=att.filename)
+        return msg.as_bytes()
+
+    def check_recipients(
+        self, addresses: Sequence[str]
+    ) -> tuple[list[tuple[str, TrustVerdict]], list[tuple[str, str]]]:
+        """(address, trusted encryption certificate) for each, and (address, why not) problems."""
+        found: list[tuple[str, TrustVerdict]] = []
+        problems: list[tuple[str, str]] = []
+        now = self.clock()
+        for address in addresses:
+            try:
+                candidates = self.finder.find_encryption_certificates(address)
+            except CaduceeError as exc:
+                problems.append((address, f"directory lookup failed ({exc})"))
+                continue
+            if not candidates:
+                problems.append((address, "no certificate in the directories or address book"))
+                continue
+            reasons: list[str] = []
+            for cert in candidates:
+                try:
+                    verdict = self.validator.validate(
+                        cert, purpose="encryption", at=now, email=address
+                    )
+                except CaduceeError as exc:
+                    reasons.append(str(exc))
+                    continue
+                found.append((address, verdict))
+                break
+            else:
+                problems.append((address, "; ".join(dict.fromkeys(reasons))))
+        return found, problems
+
+    def send(
+        self,
+        to: Sequence[str],
+        subject: str,
+        body: str,
+        *,
+        cc: Sequence[str] = (),
+        attachments: Sequence[Attachment] = (),
+        allow_plaintext: bool = False,
+        request_mdn: bool = True,
+    ) -> SendResult:
+        """Sign (one card operation), encrypt to every recipient and to the sender, submit.
+
+        Raises :class:`RecipientsRefusedError` before anything leaves when a recipient has no
+        valid certificate (unless ``allow_plaintext``). A transport failure queues the message
+        in the outbox (``state == "queued"``); nothing is lost.
+        """
+        to = [a.strip() for a in to if a.strip()]
+        cc = [a.strip() for a in cc if a.strip()]
+        everyone = list(dict.fromkeys(a.lower() for a in [*to, *cc]))
+        if not everyone:
+            raise UsageError("give at least one recipient")
+        for address in everyone:
+            if _address(address) != address:
+                raise UsageError(f"{address[:80]!r} is not an e-mail address")
+        signer = self.identity.signing_key
+        if signer is None:
+            raise PolicyError(
+                "no signing key: this identity cannot sign (card missing or revoked);"
+                " reading mail still works"
+            )
+        found, problems = self.check_recipients(everyone)
+        warning = None
+        if problems and not allow_plaintext:
+            raise RecipientsRefusedError(problems)
+        if problems:
+            if not self.policy.allow_plaintext:
+                raise PolicyError(
+                    "sending without encryption is forbidden by this installation's policy"
+                )
+            warning = (
+                "sent signed but NOT ENCRYPTED (no valid certificate for "
+                + ", ".join(a for a, _ in problems)
+                + ")"
+            )
+        message_id = self._message_id()
+        mime = self._build_mime(to, cc, subject, body, attachments, message_id, request_mdn)
+        wire = self._protect(mime, [v.certificate for _, v in found], encrypt=not problems)
+        return self._submit_and_keep(
+            wire,
+            message_id=message_id,
+            recipients=everyone,
+            encrypted=not problems,
+            mdn_requested=self.identity.email if request_mdn else None,
+            warning=warning,
+        )
+
+    def _protect(self, mime: bytes, certs: Sequence[x509.Certificate], *, encrypt: bool) -> bytes:
+        signer = self.identity.signing_key
+        assert signer is not None
+        recipients: tuple[Recipient, ...] = ()
+        options = ProtectOptions()
+        if encrypt:
+            own = [k.certificate for k in self.identity.decryption_keys[:1]]
+            if not own:
+                raise PolicyError(
+                    "no decryption key of our own: the sent copy could not be read back"
+                )
+            pairs: list[tuple[x509.Certificate, Capabilities | None]] = [
+                (c, self._peer_capabilities(c)) for c in certs
+            ] + [(c, self._own_capabilities()) for c in own]
+            preferred = None
+            if self.policy.preferred_cipher:
+                preferred = ContentCipher[self.policy.preferred_cipher]
+            choice = choose_encryption(pairs, preferred=preferred)
+            floor = ContentCipher[self.policy.minimum_cipher]
+            if CIPHER_PREFERENCE.index(choice.cipher) > CIPHER_PREFERENCE.index(floor):
+                raise PolicyError(
+                    f"a recipient only supports {choice.cipher.label}, weaker than the"
+                    f" minimum {floor.label} set by policy"
+                )
+            recipients = choice.recipients
+            options = ProtectOptions(cipher=choice.cipher)
+        options = dataclasses.replace(options, capabilities=self._own_capabilities())
+        return protect(
+            mime,
+            signer=signer,
+            recipients=recipients,
+            signing_time=self.clock(),
+            random=self.random,
+            options=options,
+        )
+
+    def _own_capabilities(self) -> Capabilities:
+        """What we announce we can decrypt: a card may lack RSA-OAEP with SHA-256."""
+        keys = self.identity.decryption_keys
+        transports = set(keys[0].key_transports()) if keys else set()
+        if not transports:  # EC keys (ECDH), or nothing known: the RFC 8551 defaults
+            return Capabilities()
+        return Capabilities(
+            key_transports=tuple(kt for kt in KEY_TRANSPORT_PREFERENCE if kt in transports)
+        )
+
+    def _peer_capabilities(self, cert: x509.Certificate) -> Capabilities | None:
+        for address in _signer_emails(cert):
+            der = self.store.capabilities(address)
+            if der is not None:
+                try:
+                    return Capabilities.from_der(der)
+                except CaduceeError:
+                    return None
+        return None
+
+    def _submit_and_keep(
+        self,
+        wire: bytes,
+        *,
+        message_id: str,
+        recipients: Sequence[str],
+        encrypted: bool,
+        mdn_requested: str | None,
+        warning: str | None,
+        keep: bool = True,
+    ) -> SendResult:
+        signer = self.identity.signing_key
+        assert signer is not None
+        envelope = Envelope(self.identity.email, tuple(recipients))
+        stored: int | None = None
+        if keep:
+            stored = self.store.add_sent(
+                account=self.account,
+                message_id=message_id,
+                wire=wire,
+                outer=_outer_fields(wire),
+                recipients=recipients,
+                state="queued",
+                encrypted=encrypted,
+                mdn_requested=mdn_requested,
+                signer_email=self.identity.email,
+                signer_subject=common_name(signer.certificate.subject),
+                signer_issuer=common_name(signer.certificate.issuer),
+            )
+        item = self.store.queue(stored, envelope.sender, envelope.recipients, wire, "not sent yet")
+        state = "queued"
+        try:
+            if self.submitter is None:
+                raise TransportError("no SMTP submission server is configured")
+            self.submitter.submit(envelope, wire)
+        except TransportError as exc:
+            if not getattr(exc, "retryable", True):
+                self.store.outbox_drop(item)
+                if stored is not None:
+                    self.store.set_recipients_state(stored, "rejected")
+                raise
+            self.store.outbox_failed(item, str(exc))
+            log.warning("message queued in the outbox: %s", type(exc).__name__)
+            warning = f"queued in the outbox, will retry ({exc})" + (
+                f"; {warning}" if warning else ""
+            )
+        else:
+            self.store.outbox_done(item)
+            state = "sent"
+        self.audit.record(
+            "sent" if state == "sent" else "queued", stored, detail=str(len(recipients))
+        )
+        return SendResult(stored or 0, message_id, state, encrypted, tuple(recipients), warning)
+
+    def retry_outbox(self) -> tuple[int, int]:
+        """Submit what is waiting; (sent, still waiting)."""
+        sent = waiting = 0
+        for item in self.store.outbox():
+            try:
+                if self.submitter is None:
+                    raise TransportError("no SMTP submission server is configured")
+                self.submitter.submit(Envelope(item.sender, item.recipients), item.wire)
+            except TransportError as exc:
+                if not getattr(exc, "retryable", True):
+                    self.store.outbox_drop(item.id)
+                    if item.message is not None:
+                        self.store.set_recipients_state(item.message, "rejected")
+                    log.warning("outbox item %d refused for good", item.id)
+                    continue
+                self.store.outbox_failed(item.id, str(exc))
+                waiting += 1
+            else:
+                self.store.outbox_done(item.id)
+                self.audit.record("sent", item.message, detail="from the outbox")
+                sent += 1
+        return sent, waiting
+
+    # -- receiving ---------------------------------------------------------------------------------
+
+    def fetch(self, progress: Callable[[int], None] | None = None) -> FetchReport:
+        """Fetch new mail from every source; store first, then open and judge each message."""
+        report = FetchReport()
+        for message in self.store.pending():  # left pending by an interrupted fetch
+            self._judge(message, report)
+        for name, source in self.sources.items():
+            for remote in self._remote_messages(name, source):
+                stored = self.store.add_received(
+                    account=name,
+                    mailbox=remote.mailbox,
+                    uidvalidity=remote.uidvalidity,
+                    uid=remote.uid,
+                    wire=remote.data,
+                    outer=_outer_fields(remote.data),
+                )
+                if stored is None:
+                    continue  # already have it (a re-fetch after a crash)
+                self._judge(stored, report)
+                if progress is not None:
+                    progress(1)
+        return report
+
+    def _remote_messages(self, name: str, source: MailboxSource) -> Iterator[RemoteMessage]:
+        """New messages of one source; a renumbered IMAP mailbox (UIDVALIDITY) is read again
+        from the start (the store's UNIQUE key keeps the old copies apart)."""
+        position = self.store.last_position(name)
+        if position is None:
+            yield from source.fetch_new(None)
+            return
+        after, validity = position
+        if "uidvalidity" not in inspect.signature(source.fetch_new).parameters:
+            yield from source.fetch_new(after)
+            return
+        fetch: Callable[..., Iterator[RemoteMessage]] = source.fetch_new
+        try:
+            yield from fetch(after, uidvalidity=validity)
+        except TransportError as exc:
+            if not hasattr(exc, "expected") or getattr(exc, "retryable", True):
+                raise
+            log.warning("source %s was renumbered (UIDVALIDITY): reading it again", name)
+            yield from source.fetch_new(None)
+
+    def _judge(self, message: int, report: FetchReport) -> None:
+        """Open one stored message and record the verdict; never raises for bad input."""
+        report.new += 1
+        report.ids.append(message)
+        wire = self.store.get(message).wire
+        encrypted_outside = False
+        try:
+            encrypted_outside = is_enveloped_mime(wire)
+            opened = open_message(wire, keys=self.identity.decryption_keys)
+            verdict = self._verdict(opened)
+        except CaduceeError as exc:
+            self.store.record_verdict(
+                message,
+                status="failed",
+                encrypted=encrypted_outside,
+                signature=None,
+                error=str(exc)[:500],
+            )
+            report.failed += 1
+            return
+        except Exception as exc:
+            log.error("message %d could not be opened: internal error %s", message, type(exc))
+            self.store.record_verdict(
+                message,
+                status="failed",
+                encrypted=encrypted_outside,
+                signature=None,
+                error=f"failed: internal error ({type(exc).__name__})",
+            )
+            report.failed += 1
+            return
+        requested = self._mdn_request(wire, opened, verdict)
+        is_receipt = mdn.is_mdn(opened.entity)
+        reason = verdict.reason
+        if is_receipt:
+            reason = self._apply_receipt(opened, verdict) or reason
+            report.receipts += 1
+        signer = verdict.signer
+        self.store.record_verdict(
+            message,
+            status="opened",
+            encrypted=verdict.encrypted,
+            signature=verdict.signature,
+            reason=reason,
+            signer_email=next(iter(_signer_emails(signer)), None) if signer else None,
+            signer_subject=common_name(signer.subject) if signer else None,
+            signer_issuer=verdict.issuer,
+            signing_time=verdict.signing_time.isoformat() if verdict.signing_time else None,
+            is_mdn=is_receipt,
+            mdn_requested=requested,
+            message_id=opened.headers.get("message-id"),
+        )
+        if verdict.signature == "valid":
+            self._learn_capabilities(opened, verdict)
+        if verdict.signature == "valid" and verdict.encrypted:
+            report.valid += 1
+        else:
+            report.flagged += 1
+        if requested and self.policy.mdn_on_fetch and not is_receipt:
+            self._send_receipt(message, "processed", manual=False)
+
+    def _learn_capabilities(self, opened: OpenedMessage, verdict: _Verdict) -> None:
+        """Remember what a correspondent's signature says they can decrypt (RFC 8551 2.7.1)."""
+        for layer in opened.layers:
+            for s in layer.signed.signers if layer.signed is not None else ():
+                if s.capabilities is None or s.certificate is None:
+                    continue
+                for address in _signer_emails(s.certificate):
+                    self.store.set_capabilities(address, s.capabilities.to_der())
+
+    def _verdict(self, opened: OpenedMessage) -> _Verdict:
+        encrypted = opened.encrypted
+        if not opened.signed:
+            return _Verdict(encrypted, "unsigned", "the message is not signed", None, None, None)
+        signers = [
+            s for layer in opened.layers if layer.signed is not None for s in layer.signed.signers
+        ]
+        first = signers[0] if signers else None
+        cert = first.certificate if first else None
+        signing_time = first.signing_time if first else None
+        if not opened.signature_valid:
+            bad = next((s for s in signers if not s.valid), None)
+            why = (bad.error if bad else None) or "no signer"
+            return _Verdict(encrypted, "invalid", why, cert, None, signing_time)
+        from_address = _address(opened.headers.get("from"))
+        if from_address is None:
+            return _Verdict(encrypted, "invalid", "no From address", cert, None, signing_time)
+        issuer = None
+        for s in signers:
+            assert s.certificate is not None  # a valid signature has its certificate
+            if from_address not in _signer_emails(s.certificate):
+                emails = ", ".join(_signer_emails(s.certificate)) or "no address"
+                return _Verdict(
+                    encrypted,
+                    "invalid",
+                    f"signed by {emails}, but the message claims to be from {from_address}",
+                    s.certificate,
+                    None,
+                    signing_time,
+                )
+            try:
+                trusted = self.validator.validate(
+                    s.certificate,
+                    purpose="signature",
+                    at=s.signing_time or self.clock(),
+                    email=from_address,
+                    at_signing_time=s.signing_time is not None,
+                )
+            except CaduceeError as exc:
+                return _Verdict(
+                    encrypted,
+                    "invalid",
+                    f"signer not trusted: {exc}",
+                    s.certificate,
+                    None,
+                    signing_time,
+                )
+            issuer = issuer or trusted.issuer
+        return _Verdict(encrypted, "valid", None, cert, issuer, signing_time)
+
+    def _mdn_request(self, wire: bytes, opened: OpenedMessage, verdict: _Verdict) -> str | None:
+        """Honour a receipt request only for validly signed mail, and only to its From."""
+        outer = _outer_fields(wire)
+        requested = outer.get(mdn.REQUEST_HEADER.lower()) or opened.headers.get(mdn.REQUEST_HEADER)
+        address = _address(requested)
+        if address is None or verdict.signature != "valid":
+            return None
+        return address if address == _address(opened.headers.get("from")) else None
+
+    def _apply_receipt(self, opened: OpenedMessage, verdict: _Verdict) -> str | None:
+        """Advance a sent message's recipient state from a signed MDN; the reason if ignored."""
+        try:
+            receipt = mdn.parse_mdn(opened.entity)
+        except CaduceeError as exc:
+            return f"unreadable receipt: {exc}"
+        if verdict.signature != "valid" or verdict.signer is None:
+            return "receipt ignored: not validly signed"
+        if receipt.final_recipient not in _signer_emails(verdict.signer):
+            return "receipt ignored: signed by someone other than the recipient it names"
+        if not self.store.apply_disposition(
+            receipt.original_message_id, receipt.final_recipient, receipt.disposition
+        ):
+            return "receipt for a message we did not send"
+        return None
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def _reopen(self, stored: StoredMessage) -> OpenedMessage:
+        return open_message(stored.wire, keys=self.identity.decryption_keys)
+
+    def security_summary(self, stored: StoredMessage) -> str:
+        if stored.status == "failed":
+            text = f"COULD NOT BE OPENED: {stored.error}"
+        elif stored.status == "pending":
+            text = "NOT CHECKED YET"
+        elif stored.signature == "valid":
+            who = stored.signer_subject or "?"
+            text = f"signed by {who} <{stored.signer_email}>, identity checked by"
+            text += f" {stored.signer_issuer or 'the trusted CA'}"
+        elif stored.signature == "invalid":
+            text = f"SIGNATURE BROKEN: {stored.reason}"
+        else:
+            text = "NOT SIGNED"
+        if stored.status != "failed":
+            text += "; encrypted" if stored.encrypted else "; NOT ENCRYPTED"
+        return text
+
+    def read(self, message: int, *, send_receipt: bool = True) -> MessageView:
+        """Decrypt again (one card operation) and show; audited; answers a receipt request."""
+        stored = self.store.get(message)
+        opened = self._reopen(stored)
+        rendered, _ = render_entity(opened.entity)
+        shown = {
+            name: value
+            for name in ("from", "to", "cc", "subject", "date", "message-id")
+            if (value := opened.headers.get(name)) is not None
+        }
+        self.audit.record("read", message, actor=self.identity.email)
+        view = MessageView(
+            id=stored.id,
+            direction=stored.direction,
+            headers=shown,
+            headers_protected=opened.headers.protected,
+            security=self.security_summary(stored),
+            signature=stored.signature,
+            encrypted=stored.encrypted,
+            body=rendered.body,
+            body_type=rendered.body_type,
+            links=rendered.links,
+            parts=rendered.parts,
+            recipients=tuple((r.address, r.state) for r in stored.recipients),
+        )
+        if (
+            send_receipt
+            and stored.direction == "in"
+            and stored.mdn_requested
+            and stored.mdn_sent != "displayed"
+        ):
+            self._send_receipt(message, "displayed", manual=True, opened=opened)
+        return view
+
+    def _send_receipt(
+        self,
+        message: int,
+        disposition: mdn.Disposition,
+        *,
+        manual: bool,
+        opened: OpenedMessage | None = None,
+    ) -> None:
+        """Send a signed (and, when possible, encrypted) MDN; failures never hide the mail."""
+        stored = self.store.get(message)
+        to = stored.mdn_requested
+        if not to or self.identity.signing_key is None:
+            return
+        try:
+            opened = opened or self._reopen(stored)
+            original_id = opened.headers.get("message-id")
+            if not original_id:
+                return
+            found, problems = self.check_recipients([to])
+            encrypt = not problems
+            message_id = self._message_id()
+            report = mdn.build_mdn(
+                original_message_id=original_id,
+                original_subject=opened.headers.get("subject") if encrypt else None,
+                from_address=self.identity.email,
+                to_address=to,
+                final_recipient=self.identity.email,
+                disposition=disposition,
+                manual=manual,
+                date=email.utils.format_datetime(self.clock()),
+                message_id=message_id,
+                boundary="mdn-" + self.random(12).hex(),
+                reporting_ua=self.policy.reporting_ua,
+            )
+            wire = self._protect(report, [v.certificate for _, v in found], encrypt=encrypt)
+            self._submit_and_keep(
+                wire,
+                message_id=message_id,
+                recipients=[to],
+                encrypted=encrypt,
+                mdn_requested=None,
+                warning=None,
+                keep=False,
+            )
+        except CaduceeError as exc:
+            log.warning("receipt for message %d not sent: %s", message, type(exc).__name__)
+            return
+        self.store.mark_mdn_sent(message, disposition)
+        self.audit.record("mdn-sent", message, detail=disposition)
+
+    def export(
+        self,
+        message: int,
+        directory: str | os.PathLike[str],
+        progress: Callable[[int], None] | None = None,
+    ) -> list[pathlib.Path]:
+        """Write the attachments (mode 0600, safe names, never outside ``directory``)."""
+        stored = self.store.get(message)
+        opened = self._reopen(stored)
+        _, attachments = render_entity(opened.entity)
+        target = pathlib.Path(directory)
+        try:
+            target.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise UsageError(f"cannot create {target}: {exc.strerror}") from None
+        root = target.resolve()
+        written: list[pathlib.Path] = []
+        for part, data in attachments:
+            assert part.filename is not None
+            path = _free_name(root, part.filename)
+            if path.parent != root:
+                raise PolicyError(f"refused to write {part.filename!r} outside {root}")
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    out.write(data)
+            except OSError as exc:
+                raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+            written.append(path)
+            if progress is not None:
+                progress(1)
+        self.audit.record(
+            "exported", message, actor=self.identity.email, detail=f"{len(written)} file(s)"
+        )
+        return written
+
+
+def _free_name(root: pathlib.Path, name: str) -> pathlib.Path:
+    path = root / name
+    stem, dot, ext = name.rpartition(".")
+    if not dot:
+        stem, ext = name, ""
+    n = 1
+    while path.exists() or path.is_symlink():
+        path = root / (f"{stem}-{n}{dot}{ext}" if dot else f"{stem}-{n}")
+        n += 1
+    return path

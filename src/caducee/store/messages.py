@@ -1,0 +1,533 @@
+"""The local message store: one SQLite file (WAL, mode 0600) holding mail exactly as it travelled.
+
+Only wire bytes are kept — encrypted mail stays encrypted on disk; reading decrypts again. Next to
+them: the outer headers, and the security verdict reached when the message was opened (encrypted?
+signature valid/invalid/unsigned and why, who signed, when checked, or the decryption error).
+
+Received messages are keyed by (account, mailbox, uidvalidity, uid) UNIQUE: a fetch interrupted
+by a crash and started again finds what it already has and neither duplicates nor loses anything.
+The wire bytes are committed first (status ``pending``), the verdict in a second transaction; a
+pending row is simply opened again on the next fetch.
+
+Sent messages carry one row per recipient with its delivery state (sent, then processed or
+displayed as signed MDNs arrive). The outbox (messages a server refused for now) is a table too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import os
+import pathlib
+import sqlite3
+from collections.abc import Iterator, Sequence
+
+from caducee.errors import CaduceeError, UsageError
+
+__all__ = ["MessageStore", "OutboxItem", "RecipientState", "StoredMessage", "StoreError"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+    account TEXT NOT NULL,
+    mailbox TEXT NOT NULL,
+    uidvalidity INTEGER NOT NULL,
+    uid TEXT NOT NULL,
+    stored_at TEXT NOT NULL,
+    wire BLOB NOT NULL,
+    outer_from TEXT, outer_to TEXT, outer_subject TEXT, outer_date TEXT, message_id TEXT,
+    status TEXT NOT NULL DEFAULT 'pending',
+    encrypted INTEGER,
+    signature TEXT,
+    reason TEXT,
+    signer_email TEXT, signer_subject TEXT, signer_issuer TEXT,
+    signing_time TEXT,
+    verified_at TEXT,
+    error TEXT,
+    is_mdn INTEGER NOT NULL DEFAULT 0,
+    mdn_requested TEXT,
+    mdn_sent TEXT,
+    UNIQUE (account, mailbox, uidvalidity, uid)
+);
+CREATE INDEX IF NOT EXISTS messages_message_id ON messages (message_id);
+CREATE TABLE IF NOT EXISTS recipients (
+    message INTEGER NOT NULL REFERENCES messages (id),
+    address TEXT NOT NULL,
+    state TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (message, address)
+);
+CREATE TABLE IF NOT EXISTS peer_capabilities (
+    address TEXT PRIMARY KEY,
+    capabilities BLOB NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    message INTEGER REFERENCES messages (id),
+    sender TEXT NOT NULL,
+    recipients TEXT NOT NULL,
+    wire BLOB NOT NULL,
+    queued_at TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+"""
+
+#: Delivery states in the order they progress; a later MDN never moves a recipient backwards.
+STATES = ("queued", "sent", "processed", "displayed")
+#: A server refused the message for good (bad address...): it will not be retried.
+REJECTED = "rejected"
+
+
+class StoreError(CaduceeError):
+    """The message store cannot be opened or written."""
+
+    exit_code = 9
+
+
+@dataclasses.dataclass(frozen=True)
+class RecipientState:
+    address: str
+    state: str
+    updated_at: str
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredMessage:
+    """One row; ``wire`` is the message as it travelled (encrypted when it was)."""
+
+    id: int
+    direction: str
+    account: str
+    mailbox: str
+    uid: str
+    stored_at: str
+    wire: bytes
+    outer_from: str | None
+    outer_to: str | None
+    outer_subject: str | None
+    outer_date: str | None
+    message_id: str | None
+    status: str  # pending, opened, failed
+    encrypted: bool | None
+    signature: str | None  # valid, invalid, unsigned
+    reason: str | None
+    signer_email: str | None
+    signer_subject: str | None
+    signer_issuer: str | None
+    signing_time: str | None
+    verified_at: str | None
+    error: str | None
+    is_mdn: bool
+    mdn_requested: str | None
+    mdn_sent: str | None
+    recipients: tuple[RecipientState, ...] = ()
+
+    def __repr__(self) -> str:  # never the wire bytes
+        return f"<StoredMessage {self.id} {self.direction} {self.status} {self.signature}>"
+
+
+@dataclasses.dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    message: int | None
+    sender: str
+    recipients: tuple[str, ...]
+    wire: bytes
+    queued_at: str
+    attempts: int
+    last_error: str | None
+
+    def __repr__(self) -> str:
+        return f"<OutboxItem {self.id} for message {self.message}, {self.attempts} attempt(s)>"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+
+
+def _secure_file(path: pathlib.Path) -> None:
+    """Create the database file (and WAL companions) 0600 before SQLite touches them."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if name == path or name.exists():
+            fd = os.open(name, os.O_CREAT | os.O_RDWR, 0o600)
+            os.close(fd)
+            os.chmod(name, 0o600)
+
+
+class MessageStore:
+    """The SQLite message store; ``with MessageStore(path) as store:`` closes it."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = pathlib.Path(path)
+        old_umask = os.umask(0o077)  # WAL and SHM files SQLite creates later are 0600 too
+        try:
+            _secure_file(self.path)
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA secure_delete=ON")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the message store {self.path}: {exc}") from None
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the message store {self.path}: {exc.strerror}"
+            ) from None
+        finally:
+            os.umask(old_umask)
+
+    def __repr__(self) -> str:
+        return f"<MessageStore {self.path}>"
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> MessageStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The connection, shared with the audit log (same file, same transactions)."""
+        return self._db
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- received mail -----------------------------------------------------------------------------
+
+    def last_uid(self, account: str, mailbox: str | None = None) -> str | None:
+        """The UID most recently stored for this account (and mailbox), to fetch what follows."""
+        position = self.last_position(account, mailbox)
+        return position[0] if position else None
+
+    def last_position(self, account: str, mailbox: str | None = None) -> tuple[str, int] | None:
+        """(UID, UIDVALIDITY) most recently stored for this account (and mailbox)."""
+        sql = "SELECT uid, uidvalidity FROM messages WHERE direction = 'in' AND account = ?"
+        args: list[object] = [account]
+        if mailbox is not None:
+            sql += " AND mailbox = ?"
+            args.append(mailbox)
+        row = self._db.execute(sql + " ORDER BY id DESC LIMIT 1", args).fetchone()
+        return (str(row["uid"]), int(row["uidvalidity"])) if row else None
+
+    def add_received(
+        self,
+        *,
+        account: str,
+        mailbox: str,
+        uidvalidity: int,
+        uid: str,
+        wire: bytes,
+        outer: dict[str, str | None],
+    ) -> int | None:
+        """Store the wire bytes (status pending); None when this UID is already stored."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO messages (direction, account, mailbox, uidvalidity, uid,"
+                " stored_at, wire, outer_from, outer_to, outer_subject, outer_date, message_id)"
+                " VALUES ('in', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    account,
+                    mailbox,
+                    uidvalidity,
+                    uid,
+                    _now(),
+                    wire,
+                    outer.get("from"),
+                    outer.get("to"),
+                    outer.get("subject"),
+                    outer.get("date"),
+                    outer.get("message-id"),
+                ),
+            )
+            return cur.lastrowid if cur.rowcount == 1 else None
+
+    def pending(self) -> list[int]:
+        """Received messages stored but not yet opened (e.g. a crash came in between)."""
+        rows = self._db.execute(
+            "SELECT id FROM messages WHERE direction = 'in' AND status = 'pending' ORDER BY id"
+        )
+        return [int(r["id"]) for r in rows]
+
+    def record_verdict(
+        self,
+        message: int,
+        *,
+        status: str,
+        encrypted: bool | None,
+        signature: str | None,
+        reason: str | None = None,
+        signer_email: str | None = None,
+        signer_subject: str | None = None,
+        signer_issuer: str | None = None,
+        signing_time: str | None = None,
+        error: str | None = None,
+        is_mdn: bool = False,
+        mdn_requested: str | None = None,
+        message_id: str | None = None,
+    ) -> None:
+        """Record what opening the message found (never its content)."""
+        if status not in ("opened", "failed"):
+            raise UsageError(f"unknown message status {status!r}")
+        if signature not in (None, "valid", "invalid", "unsigned"):
+            raise UsageError(f"unknown signature status {signature!r}")
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE messages SET status = ?, encrypted = ?, signature = ?, reason = ?,"
+                " signer_email = ?, signer_subject = ?, signer_issuer = ?, signing_time = ?,"
+                " verified_at = ?, error = ?, is_mdn = ?, mdn_requested = ?,"
+                " message_id = COALESCE(?, message_id) WHERE id = ?",
+                (
+                    status,
+                    None if encrypted is None else int(encrypted),
+                    signature,
+                    reason,
+                    signer_email,
+                    signer_subject,
+                    signer_issuer,
+                    signing_time,
+                    _now(),
+                    error,
+                    int(is_mdn),
+                    mdn_requested,
+                    message_id,
+                    message,
+                ),
+            )
+
+    def mark_mdn_sent(self, message: int, disposition: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE messages SET mdn_sent = ? WHERE id = ?", (disposition, message))
+
+    # -- sent mail ---------------------------------------------------------------------------------
+
+    def add_sent(
+        self,
+        *,
+        account: str,
+        message_id: str,
+        wire: bytes,
+        outer: dict[str, str | None],
+        recipients: Sequence[str],
+        state: str,
+        encrypted: bool,
+        mdn_requested: str | None,
+        signer_email: str | None,
+        signer_subject: str | None,
+        signer_issuer: str | None,
+    ) -> int:
+        """Keep the sent copy (as sent: encrypted to the sender too) and each recipient's state."""
+        if state not in STATES:
+            raise UsageError(f"unknown delivery state {state!r}")
+        now = _now()
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO messages (direction, account, mailbox, uidvalidity, uid, stored_at,"
+                " wire, outer_from, outer_to, outer_subject, outer_date, message_id, status,"
+                " encrypted, signature, signer_email, signer_subject, signer_issuer, verified_at,"
+                " mdn_requested) VALUES ('out', ?, 'Sent', 0, ?, ?, ?, ?, ?, ?, ?, ?, 'opened',"
+                " ?, 'valid', ?, ?, ?, ?, ?)",
+                (
+                    account,
+                    message_id,
+                    now,
+                    wire,
+                    outer.get("from"),
+                    outer.get("to"),
+                    outer.get("subject"),
+                    outer.get("date"),
+                    message_id,
+                    int(encrypted),
+                    signer_email,
+                    signer_subject,
+                    signer_issuer,
+                    now,
+                    mdn_requested,
+                ),
+            )
+            assert cur.lastrowid is not None
+            for address in dict.fromkeys(a.lower() for a in recipients):
+                db.execute(
+                    "INSERT INTO recipients (message, address, state, updated_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (cur.lastrowid, address, state, now),
+                )
+            return cur.lastrowid
+
+    def set_recipients_state(self, message: int, state: str) -> None:
+        if state not in (*STATES, REJECTED):
+            raise UsageError(f"unknown delivery state {state!r}")
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE recipients SET state = ?, updated_at = ? WHERE message = ?",
+                (state, _now(), message),
+            )
+
+    def apply_disposition(self, original_message_id: str, address: str, state: str) -> bool:
+        """Advance one recipient of a sent message (from an MDN); False if nothing matched."""
+        if state not in STATES:
+            return False
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT r.message, r.state FROM recipients r JOIN messages m ON m.id = r.message"
+                " WHERE m.direction = 'out' AND m.message_id = ? AND r.address = ?",
+                (original_message_id, address.lower()),
+            ).fetchone()
+            if row is None:
+                return False
+            if STATES.index(state) > STATES.index(row["state"]):
+                db.execute(
+                    "UPDATE recipients SET state = ?, updated_at = ? WHERE message = ?"
+                    " AND address = ?",
+                    (state, _now(), row["message"], address.lower()),
+                )
+            return True
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def _message(self, row: sqlite3.Row) -> StoredMessage:
+        recipients = tuple(
+            RecipientState(r["address"], r["state"], r["updated_at"])
+            for r in self._db.execute(
+                "SELECT address, state, updated_at FROM recipients WHERE message = ?"
+                " ORDER BY address",
+                (row["id"],),
+            )
+        )
+        return StoredMessage(
+            id=row["id"],
+            direction=row["direction"],
+            account=row["account"],
+            mailbox=row["mailbox"],
+            uid=row["uid"],
+            stored_at=row["stored_at"],
+            wire=bytes(row["wire"]),
+            outer_from=row["outer_from"],
+            outer_to=row["outer_to"],
+            outer_subject=row["outer_subject"],
+            outer_date=row["outer_date"],
+            message_id=row["message_id"],
+            status=row["status"],
+            encrypted=None if row["encrypted"] is None else bool(row["encrypted"]),
+            signature=row["signature"],
+            reason=row["reason"],
+            signer_email=row["signer_email"],
+            signer_subject=row["signer_subject"],
+            signer_issuer=row["signer_issuer"],
+            signing_time=row["signing_time"],
+            verified_at=row["verified_at"],
+            error=row["error"],
+            is_mdn=bool(row["is_mdn"]),
+            mdn_requested=row["mdn_requested"],
+            mdn_sent=row["mdn_sent"],
+            recipients=recipients,
+        )
+
+    def get(self, message: int) -> StoredMessage:
+        row = self._db.execute("SELECT * FROM messages WHERE id = ?", (message,)).fetchone()
+        if row is None:
+            raise UsageError(f"no message {message} in the store")
+        return self._message(row)
+
+    def messages(
+        self, direction: str | None = None, include_mdn: bool = False
+    ) -> list[StoredMessage]:
+        sql = "SELECT * FROM messages WHERE 1 = 1"
+        args: list[object] = []
+        if direction is not None:
+            sql += " AND direction = ?"
+            args.append(direction)
+        if not include_mdn:
+            sql += " AND is_mdn = 0"
+        return [self._message(r) for r in self._db.execute(sql + " ORDER BY id", args)]
+
+    def count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+
+    # -- what correspondents can decrypt -----------------------------------------------------------
+
+    def set_capabilities(self, address: str, der: bytes) -> None:
+        """Remember the SMIMECapabilities a correspondent announced in a valid signature."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO peer_capabilities (address, capabilities, updated_at)"
+                " VALUES (?, ?, ?) ON CONFLICT (address) DO UPDATE SET"
+                " capabilities = excluded.capabilities, updated_at = excluded.updated_at",
+                (address.lower(), der, _now()),
+            )
+
+    def capabilities(self, address: str) -> bytes | None:
+        row = self._db.execute(
+            "SELECT capabilities FROM peer_capabilities WHERE address = ?", (address.lower(),)
+        ).fetchone()
+        return bytes(row["capabilities"]) if row else None
+
+    # -- outbox ------------------------------------------------------------------------------------
+
+    def queue(
+        self, message: int | None, sender: str, recipients: Sequence[str], wire: bytes, error: str
+    ) -> int:
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO outbox (message, sender, recipients, wire, queued_at, attempts,"
+                " last_error) VALUES (?, ?, ?, ?, ?, 0, ?)",
+                (message, sender, "\n".join(recipients), wire, _now(), error),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+    def outbox(self) -> list[OutboxItem]:
+        return [
+            OutboxItem(
+                r["id"],
+                r["message"],
+                r["sender"],
+                tuple(r["recipients"].split("\n")),
+                bytes(r["wire"]),
+                r["queued_at"],
+                r["attempts"],
+                r["last_error"],
+            )
+            for r in self._db.execute("SELECT * FROM outbox ORDER BY id")
+        ]
+
+    def outbox_failed(self, item: int, error: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
+                (error, item),
+            )
+
+    def outbox_drop(self, item: int) -> None:
+        """Give up on an item (the server refused it for good); the sent copy stays."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM outbox WHERE id = ?", (item,))
+
+    def outbox_done(self, item: int) -> None:
+        """The server took it: drop it from the outbox and mark its recipients sent."""
+        with self.transaction() as db:
+            row = db.execute("SELECT message FROM outbox WHERE id = ?", (item,)).fetchone()
+            db.execute("DELETE FROM outbox WHERE id = ?", (item,))
+            if row is not None and row["message"] is not None:
+                db.execute(
+                    "UPDATE recipients SET state = 'sent', updated_at = ? WHERE message = ?"
+                    " AND state = 'queued'",
+                    (_now(), row["message"]),
+                )

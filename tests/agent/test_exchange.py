@@ -1,0 +1,167 @@
+"""End-to-end exchange across two operators: send, fetch, read, receipts, refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from caducee.agent import Attachment, RecipientsRefusedError
+
+from .conftest import AgentFactory, Operators, PostOffice
+
+BODY = "Résultat: troponine 0,02 ng/mL — normal. Confidential-Marker-7731"
+PDF = b"%PDF-1.4\n% fake lab result\n" + bytes(range(256)) * 4
+
+
+def test_send_fetch_read_verified(ops: Operators, post: PostOffice, make_agent: AgentFactory):
+    martin, cardio = make_agent(ops.martin), make_agent(ops.cardio)
+    sent = martin.send(
+        ["cardio@op2.test"],
+        "Bilan patient X",
+        BODY,
+        attachments=[Attachment("resultat.pdf", PDF)],
+    )
+    assert sent.state == "sent" and sent.encrypted
+    wire = post.submitted[0][1]
+    assert b"Confidential-Marker-7731" not in wire and b"Bilan patient X" not in wire
+    assert b"Subject: [...]" in wire
+
+    report = cardio.fetch()
+    assert (report.new, report.valid, report.flagged, report.failed) == (1, 1, 0, 0)
+    view = cardio.read(report.ids[0])
+    assert view.body.strip() == BODY
+    assert view.headers["subject"] == "Bilan patient X"
+    assert view.headers_protected
+    assert view.security.startswith("signed by Claire Martin <martin@op1.test>")
+    assert "identity checked by Operator One Health CA" in view.security
+    assert view.security.endswith("; encrypted")
+    (att,) = [p for p in view.parts if p.attachment]
+    assert (att.filename, att.content_type, att.size) == (
+        "resultat.pdf",
+        "application/pdf",
+        len(PDF),
+    )
+
+    # the sender's own copy is readable (encrypted to the sender too)
+    own = martin.read(sent.id)
+    assert own.body.strip() == BODY
+    assert own.recipients == (("cardio@op2.test", "sent"),)
+
+
+def test_receipt_round_trip(ops: Operators, post: PostOffice, make_agent: AgentFactory):
+    martin, cardio = make_agent(ops.martin), make_agent(ops.cardio)
+    sent = martin.send(["cardio@op2.test"], "Lettre", "Bonjour")
+    (got,) = cardio.fetch().ids
+    assert cardio.store.get(got).mdn_requested == "martin@op1.test"
+    assert martin.read(sent.id).recipients == (("cardio@op2.test", "sent"),)
+
+    cardio.read(got)  # displaying it sends a signed, encrypted receipt
+    assert cardio.store.get(got).mdn_sent == "displayed"
+    receipt_wire = post.mailbox("martin@op1.test").messages[-1].data
+    assert b"application/pkcs7-mime" in receipt_wire or b"application/pkcs7-mime" in (
+        receipt_wire.lower()
+    )
+    report = martin.fetch()
+    assert report.receipts == 1 and report.valid == 1
+    assert martin.store.get(sent.id).recipients[0].state == "displayed"
+    # reading again does not send a second receipt
+    before = len(post.submitted)
+    cardio.read(got)
+    assert len(post.submitted) == before
+    events = [e.event for e in cardio.audit.entries(got)]
+    assert events.count("read") == 2 and events.count("mdn-sent") == 1
+
+
+def test_forged_receipt_is_ignored(ops: Operators, post: PostOffice, make_agent: AgentFactory):
+    martin, cardio, petit = make_agent(ops.martin), make_agent(ops.cardio), make_agent(ops.petit)
+    sent = martin.send(["cardio@op2.test"], "Lettre", "Bonjour")
+    # Dr Petit (validly signed, but not the recipient) claims cardio displayed it
+    from caducee.core import mdn
+
+    fake = mdn.build_mdn(
+        original_message_id=sent.message_id,
+        original_subject="x",
+        from_address="petit@op1.test",
+        to_address="martin@op1.test",
+        final_recipient="cardio@op2.test",
+        disposition="displayed",
+        manual=True,
+        date="Mon, 1 Jan 2024 00:00:00 +0000",
+        message_id="<fake@op1.test>",
+        boundary="b1",
+    )
+    wire = petit._protect(fake, [ops.martin.encryption.certificate], encrypt=True)
+    post.mailbox("martin@op1.test").deliver(wire)
+    martin.fetch()
+    assert martin.store.get(sent.id).recipients[0].state == "sent"
+    assert cardio is not None
+
+
+def test_unknown_and_untrusted_recipients_refused_before_sending(
+    ops: Operators, post: PostOffice, make_agent: AgentFactory
+):
+    martin = make_agent(ops.martin)
+    with pytest.raises(RecipientsRefusedError) as caught:
+        martin.send(["cardio@op2.test", "nobody@op2.test", "mallory@op2.test"], "S", "B")
+    text = str(caught.value)
+    assert "nobody@op2.test: no certificate" in text
+    assert "mallory@op2.test" in text
+    assert "cardio@op2.test" not in text
+    assert [a for a, _ in caught.value.problems] == ["nobody@op2.test", "mallory@op2.test"]
+    assert post.submitted == [] and martin.store.count() == 0
+
+
+def test_allow_plaintext_sends_signed_only(
+    ops: Operators, post: PostOffice, make_agent: AgentFactory
+):
+    martin = make_agent(ops.martin)
+    sent = martin.send(["cardio@op2.test", "nobody@op2.test"], "S", BODY, allow_plaintext=True)
+    assert not sent.encrypted and sent.warning and "NOT ENCRYPTED" in sent.warning
+    assert b"application/pkcs7-mime" not in post.submitted[0][1]
+    cardio = make_agent(ops.cardio)
+    report = cardio.fetch()
+    assert report.flagged == 1
+    view = cardio.read(report.ids[0])
+    assert view.security.startswith("signed by Claire Martin")
+    assert view.security.endswith("NOT ENCRYPTED")
+
+
+def test_policy_can_forbid_plaintext(ops: Operators, post: PostOffice, make_agent: AgentFactory):
+    from caducee.agent import AgentPolicy
+    from caducee.errors import PolicyError
+
+    martin = make_agent(ops.martin, policy=AgentPolicy(allow_plaintext=False))
+    with pytest.raises(PolicyError, match="forbidden by this installation"):
+        martin.send(["nobody@op2.test"], "S", "B", allow_plaintext=True)
+    assert post.submitted == []
+
+
+def test_transport_down_queues_then_retries(
+    ops: Operators, post: PostOffice, make_agent: AgentFactory
+):
+    martin = make_agent(ops.martin)
+    post.down = True
+    sent = martin.send(["cardio@op2.test"], "S", "B")
+    assert sent.state == "queued" and "refused the connection" in (sent.warning or "")
+    assert martin.store.get(sent.id).recipients[0].state == "queued"
+    assert len(martin.store.outbox()) == 1
+    assert martin.retry_outbox() == (0, 1)
+    assert martin.store.outbox()[0].attempts == 2
+    post.down = False
+    assert martin.retry_outbox() == (1, 0)
+    assert martin.store.outbox() == []
+    assert martin.store.get(sent.id).recipients[0].state == "sent"
+    cardio = make_agent(ops.cardio)
+    assert cardio.fetch().valid == 1
+
+
+def test_no_signing_key_still_reads(ops: Operators, post: PostOffice, make_agent: AgentFactory):
+    from caducee.agent import Identity
+    from caducee.errors import PolicyError
+
+    make_agent(ops.cardio).send(["martin@op1.test"], "S", "weekend results")
+    lost_card = Identity("martin@op1.test", None, [ops.martin.encryption])
+    martin = make_agent(ops.martin, identity=lost_card)
+    (got,) = martin.fetch().ids
+    assert martin.read(got).body.strip() == "weekend results"
+    with pytest.raises(PolicyError, match="cannot sign"):
+        martin.send(["cardio@op2.test"], "S", "B")

@@ -1,0 +1,236 @@
+"""Bad input and faults: tampering, wrong keys, garbage, crashes, hostile HTML and file names."""
+
+from __future__ import annotations
+
+import email.message
+import email.policy
+import os
+import pathlib
+import stat
+
+import pytest
+
+from caducee.agent import Attachment
+from caducee.core.message import protect
+from caducee.smime import now
+
+from .conftest import AgentFactory, Operators, PostOffice
+
+SECRET = "Secret-Body-Marker-5521 diagnostic"
+
+
+def _signed_html(ops: Operators, html: str) -> bytes:
+    msg = email.message.EmailMessage(policy=email.policy.SMTP)
+    msg["From"] = "cardio@op2.test"
+    msg["To"] = "martin@op1.test"
+    msg["Subject"] = "html only"
+    msg["Message-ID"] = "<html1@op2.test>"
+    msg.set_content(html, subtype="html")
+    return protect(
+        msg.as_bytes(),
+        signer=ops.cardio.signing,
+        recipients=[],
+        signing_time=now(),
+        random=os.urandom,
+    )
+
+
+def test_tampered_message_flagged_invalid_but_kept(
+    ops: Operators, post: PostOffice, make_agent: AgentFactory
+):
+    sender, martin = make_agent(ops.cardio), make_agent(ops.martin)
+    sender.send(["martin@op1.test"], "S", "original text", allow_plaintext=False)
+    box = post.mailbox("martin@op1.test")
+    # signed-only message with its text changed in transit
+    sender.send(["martin@op1.test", "nobody@op2.test"], "S", "pay 100 EUR", allow_plaintext=True)
+    remote = box.messages[-1]
+    box.messages[-1] = type(remote)(
+        remote.mailbox, remote.uidvalidity, remote.uid, remote.data.replace(b"100", b"900")
+    )
+    report = martin.fetch()
+    assert (report.new, report.valid, report.flagged, report.failed) == (2, 1, 1, 0)
+    bad = martin.store.get(report.ids[1])
+    assert bad.signature == "invalid" and bad.status == "opened"
+    view = martin.read(bad.id)
+    assert view.security.startswith("SIGNATURE BROKEN: ")
+    assert "900" in view.body  # shown, but clearly marked
+
+
+def test_untrusted_signer_and_from_mismatch(
+    ops: Operators, post: PostOffice, make_agent: AgentFactory
+):
+    martin = make_agent(ops.martin)
+    # mallory's CA is not trusted
+    mallory = make_agent(ops.mallory)
+    mallory.send(["martin@op1.test"], "S", "hello")
+    # petit signs but claims to be cardio in From
+    msg = b"From: cardio@op2.test\r\nTo: martin@op1.test\r\nSubject: x\r\n\r\nhi\r\n"
+    forged = protect(
+        msg,
+        signer=ops.petit.signing,
+        recipients=[],
+        signing_time=now(),
+        random=os.urandom,
+    )
+    post.mailbox("martin@op1.test").deliver(forged)
+    report = martin.fetch()
+    first, second = (martin.store.get(i) for i in report.ids)
+    assert first.signature == "invalid" and "not trusted" in (first.reason or "")
+    assert second.signature == "invalid"
+    assert "claims to be from cardio@op2.test" in (second.reason or "")
+    assert report.valid == 0 and report.flagged == 2
+
+
+def test_undecryptable_and_malformed_kept_among_good(
+    ops: Operators, post: PostOffice, make_agent: AgentFactory
+):
+    martin, cardio = make_agent(ops.martin), make_agent(ops.cardio)
+    box = post.mailbox("martin@op1.test")
+    cardio.send(["martin@op1.test"], "1", "first good")
+    # encrypted for Dr Petit only, but delivered to Dr Martin's mailbox
+    box.deliver(post.submitted[-1][1])
+    make_agent(ops.petit).send(["cardio@op2.test"], "x", "not for martin")
+    box.deliver(post.submitted[-1][1])
+    box.deliver(b"\x00\xff garbage \r\n\r\n")
+    box.deliver(
+        b"From: a@b.test\r\nContent-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\nTUlJQ\r\n"
+    )
+    box.deliver(b"From: plain@op2.test\r\nSubject: hi\r\n\r\nplain text mail\r\n")
+    cardio.send(["martin@op1.test"], "2", "last good")
+    report = martin.fetch()
+    assert report.new == 7
+    rows = [martin.store.get(i) for i in report.ids]
+    assert [r.status for r in rows] == [
+        "opened", "opened", "failed", "failed", "failed", "opened", "opened",
+    ]  # fmt: skip
+    assert rows[2].error and rows[2].encrypted
+    assert rows[3].error and rows[4].error
+    assert rows[5].signature == "unsigned" and rows[5].encrypted is False
+    assert martin.read(rows[6].id).body.strip() == "last good"
+    assert martin.security_summary(rows[5]) == "NOT SIGNED; NOT ENCRYPTED"
+    assert martin.security_summary(rows[2]).startswith("COULD NOT BE OPENED")
+    assert rows[1].wire == box.messages[1].data  # kept as received, never deleted
+
+
+def test_crash_mid_fetch_then_refetch(ops: Operators, post: PostOffice, make_agent: AgentFactory):
+    martin, cardio = make_agent(ops.martin), make_agent(ops.cardio)
+    for i in range(5):
+        cardio.send(["martin@op1.test"], f"m{i}", f"body {i}")
+    box = post.mailbox("martin@op1.test")
+    box.crash_after = 3
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        martin.fetch()
+    assert martin.store.count() == 3
+    box.crash_after = None
+    report = martin.fetch()
+    assert report.new == 2
+    rows = martin.store.messages("in")
+    assert [r.uid for r in rows] == ["1", "2", "3", "4", "5"]
+    # the server forgets what we fetched (e.g. flags lost): a full re-fetch still adds nothing
+    assert martin.store.last_uid("imap") == "5"
+    for remote in box.fetch_new(None):
+        assert (
+            martin.store.add_received(
+                account="imap",
+                mailbox=remote.mailbox,
+                uidvalidity=remote.uidvalidity,
+                uid=remote.uid,
+                wire=remote.data,
+                outer={},
+            )
+            is None
+        )
+    assert martin.store.count() == 5
+
+
+def test_pending_message_is_judged_on_next_fetch(
+    ops: Operators, post: PostOffice, make_agent: AgentFactory
+):
+    martin, cardio = make_agent(ops.martin), make_agent(ops.cardio)
+    cardio.send(["martin@op1.test"], "x", "y")
+    remote = post.mailbox("martin@op1.test").messages[0]
+    # stored, then the process died before opening it
+    stored = martin.store.add_received(
+        account="imap", mailbox="INBOX", uidvalidity=1, uid="1", wire=remote.data, outer={}
+    )
+    assert stored is not None and martin.store.get(stored).status == "pending"
+    report = martin.fetch()
+    assert report.ids == [stored] and martin.store.get(stored).signature == "valid"
+    assert martin.store.count() == 1
+
+
+def test_html_body_never_fetches_remote_content(
+    ops: Operators, post: PostOffice, make_agent: AgentFactory
+):
+    martin = make_agent(ops.martin)
+    html = (
+        "<html><head><style>p{}</style><script>fetch('http://evil.test/x')</script></head>"
+        '<body><p>Bonjour <b>Docteur</b></p><img src="http://tracker.test/pixel.gif">'
+        '<a href="https://lab.test/r/42">résultat</a></body></html>'
+    )
+    post.mailbox("martin@op1.test").deliver(_signed_html(ops, html))
+    (got,) = martin.fetch().ids
+    view = martin.read(got)
+    assert view.body_type == "text/html (shown as text)"
+    assert "Bonjour Docteur" in view.body and "<" not in view.body and "fetch(" not in view.body
+    assert "remote content (not loaded): http://tracker.test/pixel.gif" in view.links
+    assert "link: https://lab.test/r/42" in view.links
+
+
+def test_export_refuses_path_traversal(
+    ops: Operators, post: PostOffice, make_agent: AgentFactory, tmp_path: pathlib.Path
+):
+    martin, cardio = make_agent(ops.martin), make_agent(ops.cardio)
+    cardio.send(
+        ["martin@op1.test"],
+        "files",
+        "see attached",
+        attachments=[
+            Attachment("../../../../tmp/evil.sh", b"#!/bin/sh\n"),
+            Attachment("..", b"dots"),
+            Attachment("rapport.pdf", b"%PDF-1.4"),
+            Attachment("rapport.pdf", b"%PDF-1.4 second"),
+        ],
+    )
+    (got,) = martin.fetch().ids
+    out = tmp_path / "export"
+    written = martin.export(got, out)
+    names = sorted(p.name for p in written)
+    assert names == ["attachment-3", "evil.sh", "rapport-1.pdf", "rapport.pdf"]
+    for path in written:
+        assert path.parent == out.resolve()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert not (tmp_path.parent / "evil.sh").exists()
+    assert [e.event for e in martin.audit.entries(got)] == ["exported"]
+
+
+def test_store_is_private_and_holds_no_plaintext(
+    ops: Operators, post: PostOffice, make_agent: AgentFactory
+):
+    martin, cardio = make_agent(ops.martin), make_agent(ops.cardio)
+    cardio.send(["martin@op1.test"], "Sujet-Confidentiel-9913", SECRET)
+    (got,) = martin.fetch().ids
+    martin.read(got)
+    martin.export(got, martin.store.path.parent / "out")
+    for store in (martin.store, cardio.store):
+        store.connection.execute("PRAGMA wal_checkpoint(FULL)")
+        path = store.path
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        for companion in path.parent.glob(path.name + "*"):
+            assert stat.S_IMODE(companion.stat().st_mode) == 0o600
+            data = companion.read_bytes()
+            assert b"Secret-Body-Marker-5521" not in data
+            assert b"Sujet-Confidentiel-9913" not in data
+
+
+def test_audit_log_is_append_only(ops: Operators, make_agent: AgentFactory):
+    import sqlite3
+
+    martin = make_agent(ops.martin)
+    martin.audit.record("read", 1, detail="x")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        martin.store.connection.execute("DELETE FROM audit")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        martin.store.connection.execute("UPDATE audit SET event = 'sent'")
+    assert len(martin.audit.entries()) == 1

@@ -1,0 +1,82 @@
+"""A correspondent without caducee: plain S/MIME written and read by ``openssl cms``."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from tests.conftest import run
+
+from .conftest import AgentFactory, Operators, Person, PostOffice
+
+pytestmark = pytest.mark.interop
+
+
+def _files(person: Person, ca_pem: bytes, base: pathlib.Path) -> dict[str, str]:
+    def key(k: object) -> bytes:
+        return k.private_bytes(  # type: ignore[attr-defined,no-any-return]
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    out = {
+        "sig.key": key(person.private_keys[0]),
+        "sig.crt": person.signing.certificate.public_bytes(serialization.Encoding.PEM),
+        "enc.key": key(person.private_keys[1]),
+        "enc.crt": person.encryption.certificate.public_bytes(serialization.Encoding.PEM),
+        "ca.pem": ca_pem,
+    }
+    paths = {}
+    for name, data in out.items():
+        path = base / name
+        path.write_bytes(data)
+        paths[name] = str(path)
+    return paths
+
+
+def test_openssl_user_writes_and_reads(
+    ops: Operators,
+    post: PostOffice,
+    make_agent: AgentFactory,
+    tmp_path: pathlib.Path,
+    openssl: str,
+):
+    petit = _files(
+        ops.petit, ops.op1.certificate.public_bytes(serialization.Encoding.PEM), tmp_path
+    )
+    martin_cert = tmp_path / "martin-enc.crt"
+    martin_cert.write_bytes(
+        ops.martin.encryption.certificate.public_bytes(serialization.Encoding.PEM)
+    )
+    entity = tmp_path / "entity.txt"
+    entity.write_bytes(
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\nFrom an OpenSSL gateway.\r\n"
+    )
+    signed = run([openssl, "cms", "-sign", "-in", str(entity), "-signer", petit["sig.crt"],
+                  "-inkey", petit["sig.key"], "-md", "sha256"])  # fmt: skip
+    signed_file = tmp_path / "signed.eml"
+    signed_file.write_bytes(signed)
+    wire = run([openssl, "cms", "-encrypt", "-in", str(signed_file), "-aes256",
+                "-from", "petit@op1.test", "-to", "martin@op1.test", "-subject", "openssl",
+                "-recip", str(martin_cert), "-keyopt", "rsa_padding_mode:oaep"])  # fmt: skip
+    post.mailbox("martin@op1.test").deliver(wire)
+
+    martin = make_agent(ops.martin)
+    (got,) = martin.fetch().ids
+    stored = martin.store.get(got)
+    assert (stored.signature, stored.encrypted) == ("valid", True), stored.reason
+    assert martin.read(got).body.strip() == "From an OpenSSL gateway."
+
+    # and the other way: what caducee sends, openssl decrypts and verifies
+    martin.send(["petit@op1.test"], "réponse", "Bien reçu, merci.")
+    received = tmp_path / "received.eml"
+    received.write_bytes(post.submitted[-1][1])
+    decrypted = run([openssl, "cms", "-decrypt", "-in", str(received),
+                     "-recip", petit["enc.crt"], "-inkey", petit["enc.key"]])  # fmt: skip
+    inner = tmp_path / "inner.eml"
+    inner.write_bytes(decrypted)
+    verified = run([openssl, "cms", "-verify", "-in", str(inner), "-CAfile", petit["ca.pem"]])
+    assert b"Bien re" in verified
