@@ -442,6 +442,9 @@ def list_(ca_dir: pathlib.Path, status: str | None, as_json: bool) -> None:
 @click.option(
     "--ocsp", is_flag=True, help="Also answer OCSP for CAs with an ocsp_url (needs keys)."
 )
+@click.option(
+    "--renew-crls", is_flag=True, help="Issue each CA's CRL again before it expires (needs keys)."
+)
 @pass_option
 def serve(
     ca_dirs: tuple[pathlib.Path, ...],
@@ -449,6 +452,7 @@ def serve(
     port: int,
     ocsp: bool,
     pass_source: pathlib.Path | None,
+    renew_crls: bool = False,
 ) -> None:
     """Serve the CAs' CRLs and certificates (and OCSP) at their configured URL paths."""
     from caducee.pki.http import make_server
@@ -462,6 +466,12 @@ def serve(
                 responders.append(OcspResponder(ca))
         if not responders:
             raise UsageError("--ocsp: none of these CAs has an ocsp_url")
+    scheduler = None
+    if renew_crls:
+        from caducee.pki.schedule import CrlScheduler
+
+        cas = [CertificateAuthority.open(d, passphrase=_passphrase(pass_source)) for d in ca_dirs]
+        scheduler = CrlScheduler(cas)
     try:
         server = make_server(ca_dirs, host, port, quiet=False, responders=responders)
     except OSError as exc:
@@ -469,9 +479,14 @@ def serve(
     click.echo(f"serving {len(server.routes)} paths on {server.url}", err=True)
     for path in sorted([*server.routes, *server.ocsp]):
         click.echo(f"  {server.url}{path}", err=True)
+    if scheduler is not None:
+        scheduler.start()
+        click.echo("CRLs are renewed when half their lifetime has passed", err=True)
     try:
         server.serve_forever()
     finally:
+        if scheduler is not None:
+            scheduler.stop()
         server.server_close()
 
 
