@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
@@ -21,6 +21,9 @@ from caducee.errors import CaduceeError, ConfigError
 from caducee.keys.api import DecryptionKey, SigningKey
 from caducee.mail.api import MailboxSource
 from caducee.store.messages import MessageStore
+
+if TYPE_CHECKING:
+    from caducee.keys.pkcs11 import CardSession
 
 __all__ = ["AgentSession", "open_agent"]
 
@@ -53,6 +56,16 @@ def _software_identity(config: Config) -> Identity:
             load_certificate(_read(ident.signing_cert, "certificate"), str(ident.signing_cert)),
         )
     return Identity(ident.email, signing, [decryption], ident.name)
+
+
+def _keystore_keys(config: Config, card: CardSession) -> list[DecryptionKey]:
+    """Keystore mode: the encryption key(s) sealed in the keystore file(s), opened by the card
+    (one card operation each); the current one first, it is the one we encrypt to ourselves."""
+    from caducee.keys.keystore import open_keystore_with_card
+
+    ident = config.identity
+    assert ident.keystore is not None
+    return [open_keystore_with_card(p, card) for p in (ident.keystore, *ident.keystore_history)]
 
 
 class AgentSession(contextlib.AbstractContextManager["AgentSession"]):
@@ -126,7 +139,10 @@ def _open(
 
         card = open_card(config.identity.card, pin_callback=pin_callback)
         closers.append(card.close)
-        decryption: list[DecryptionKey] = list(card.decryption_keys())
+        decryption: list[DecryptionKey] = []
+        if config.identity.encryption_key == "keystore":
+            decryption += _keystore_keys(config, card)
+        decryption += card.decryption_keys()  # on-card keys (all of them in card mode)
         signing: SigningKey | None
         try:
             signing = card.signing_key()

@@ -35,6 +35,8 @@ __all__ = [
 ]
 
 SECURITY = ("tls", "starttls", "none")
+#: Where the encryption key lives with a card: on it, or in a keystore the card opens.
+ENCRYPTION_KEY_MODES = ("card", "keystore")
 
 
 def default_config_path() -> pathlib.Path:
@@ -66,6 +68,11 @@ class IdentityConfig:
     decryption_key: pathlib.Path | None = None
     decryption_cert: pathlib.Path | None = None
     key_password_file: pathlib.Path | None = None
+    #: "card" (the encryption key is on the card) or "keystore" (in ``keystore``, a local file
+    #: that only the card opens; the signature key stays on the card)
+    encryption_key: str = "card"
+    keystore: pathlib.Path | None = None
+    keystore_history: tuple[pathlib.Path, ...] = ()  # earlier keystores (older messages)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,6 +234,22 @@ def _cipher(t: _Table, key: str, default: str | None) -> str | None:
     return name
 
 
+def _check_encryption_key(identity: IdentityConfig, where: str) -> None:
+    if identity.encryption_key not in ENCRYPTION_KEY_MODES:
+        raise ConfigError(f'{where}: \'encryption_key\' must be "card" or "keystore"')
+    if identity.encryption_key == "card":
+        if identity.keystore is not None or identity.keystore_history:
+            raise ConfigError(
+                f"{where}: 'keystore' is only used with encryption_key = \"keystore\""
+            )
+        return
+    if identity.card is None or identity.keystore is None:
+        raise ConfigError(
+            f"{where}: encryption_key = \"keystore\" needs 'card' (a PKCS#11 URI) and "
+            "'keystore' (the keystore file)"
+        )
+
+
 def parse_config(data: Mapping[str, Any], path: pathlib.Path | None) -> Config:
     where = str(path) if path else "configuration"
     base = path.parent if path else pathlib.Path.cwd()
@@ -245,7 +268,11 @@ def parse_config(data: Mapping[str, Any], path: pathlib.Path | None) -> Config:
         decryption_key=ident.path("decryption_key"),
         decryption_cert=ident.path("decryption_cert"),
         key_password_file=ident.path("key_password_file"),
+        encryption_key=ident.text("encryption_key", "card") or "card",
+        keystore=ident.path("keystore"),
+        keystore_history=ident.paths("keystore_history"),
     )
+    _check_encryption_key(identity, ident.where)
     software = (identity.decryption_key, identity.decryption_cert)
     if identity.card is None and None in software:
         raise ConfigError(

@@ -50,11 +50,24 @@ def _ec_params(curve: ec.EllipticCurve) -> bytes:
         raise UnsupportedAlgorithmError(f"curve {curve.name} is not supported on cards") from None
 
 
+#: What a key generated on the card is for: the signature key, or the keystore access key
+#: (decrypts/derives the keystore's wrapping key; signs once, its own certificate, at issuance).
+KeyUsageOnCard = Literal["signature", "access"]
+
+
 def generate_on_card(
-    card: CardSession, kind: KeyKind, label: str, *, always_authenticate: bool = False
+    card: CardSession,
+    kind: KeyKind,
+    label: str,
+    *,
+    always_authenticate: bool = False,
+    usage: KeyUsageOnCard = "signature",
 ) -> tuple[Any, PublicKey]:
-    """Generate a signature key pair inside the card; returns (private handle, public key).
-    ``always_authenticate`` makes the card ask the PIN again for every signature."""
+    """Generate a key pair inside the card; returns (private handle, public key).
+    ``always_authenticate`` makes the card ask the PIN again for every signature. An ``access``
+    key may decrypt (RSA) or derive (EC); :func:`disable_signing` ends its signing right."""
+    access = usage == "access"
+    is_rsa = kind in ("rsa2048", "rsa3072")
     tmp_id = os.urandom(20)  # replaced by the key identifier once the public key is known
     common = [(PyKCS11.CKA_TOKEN, T), (PyKCS11.CKA_LABEL, label), (PyKCS11.CKA_ID, tmp_id)]
     private = [
@@ -64,9 +77,9 @@ def generate_on_card(
         (PyKCS11.CKA_SENSITIVE, T),
         (PyKCS11.CKA_EXTRACTABLE, F),
         (PyKCS11.CKA_SIGN, T),
-        (PyKCS11.CKA_DECRYPT, F),
+        (PyKCS11.CKA_DECRYPT, T if access and is_rsa else F),
         (PyKCS11.CKA_UNWRAP, F),
-        (PyKCS11.CKA_DERIVE, F),
+        (PyKCS11.CKA_DERIVE, T if access and not is_rsa else F),
         (PyKCS11.CKA_ALWAYS_AUTHENTICATE, T if always_authenticate else F),
     ]
     public = [
@@ -74,7 +87,7 @@ def generate_on_card(
         (PyKCS11.CKA_CLASS, PyKCS11.CKO_PUBLIC_KEY),
         (PyKCS11.CKA_PRIVATE, F),
         (PyKCS11.CKA_VERIFY, T),
-        (PyKCS11.CKA_ENCRYPT, F),
+        (PyKCS11.CKA_ENCRYPT, T if access and is_rsa else F),
     ]
     if kind in ("rsa2048", "rsa3072"):
         public += [
@@ -94,13 +107,26 @@ def generate_on_card(
     else:
         raise UnsupportedAlgorithmError(f"unknown key kind {kind!r}")
     session = card.raw_session()
-    with card_errors("generating the signature key on the card"):
+    with card_errors(f"generating the {usage} key on the card"):
         pub_handle, priv_handle = session.generateKeyPair(public, private, mech)
     pub = read_public_key(card, pub_handle, kind)
     with card_errors("naming the new key on the card"):
         for handle in (pub_handle, priv_handle):
             session.setAttributeValue(handle, [(PyKCS11.CKA_ID, key_id(pub))])
     return priv_handle, pub
+
+
+def disable_signing(card: CardSession, handle: Any) -> bool:
+    """Take the signing right away from a private key (CKA_SIGN is modifiable in PKCS#11).
+    False when the card refuses: the key then keeps a right that nothing asks it to use."""
+    try:
+        card.raw_session().setAttributeValue(handle, [(PyKCS11.CKA_SIGN, F)])
+    except PyKCS11.PyKCS11Error as exc:
+        if exc.value in (PyKCS11.CKR_ATTRIBUTE_READ_ONLY, PyKCS11.CKR_ACTION_PROHIBITED):
+            return False
+        with card_errors("restricting the access key"):
+            raise
+    return True
 
 
 def read_public_key(card: CardSession, handle: Any, kind: KeyKind) -> PublicKey:

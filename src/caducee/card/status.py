@@ -13,7 +13,9 @@ from typing import Any
 
 import PyKCS11
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
+from caducee.keys.keystore import ACCESS_LABEL, is_access_certificate, keystore_info
 from caducee.keys.pkcs11 import CardCertificate, CardSession, Pkcs11Module, TokenInfo
 from caducee.keys.pkcs11_errors import (
     CKF_SO_PIN_COUNT_LOW,
@@ -83,7 +85,8 @@ class CardObject:
     label: str
     id: str  # hex CKA_ID
     subject: str | None = None
-    purpose: str | None = None  # "signature" | "encryption" | "signature+encryption"
+    # "signature" | "encryption" | "signature+encryption" | "keystore-access"
+    purpose: str | None = None
     not_before: dt.datetime | None = None
     not_after: dt.datetime | None = None
     valid: bool | None = None
@@ -99,6 +102,9 @@ class CardStatus:
     pin: PinState
     objects: tuple[CardObject, ...]
     keys_listed: bool  # False when no PIN was given (private keys are not visible then)
+    #: "keystore" when the card holds a keystore access key (encryption key in a local
+    #: keystore), else "card"
+    encryption_mode: str = "card"
 
 
 def list_cards(module: Pkcs11Module) -> list[TokenInfo]:
@@ -106,13 +112,19 @@ def list_cards(module: Pkcs11Module) -> list[TokenInfo]:
     return module.tokens()
 
 
+def _is_access(cert: CardCertificate) -> bool:
+    return cert.label == ACCESS_LABEL or is_access_certificate(cert.certificate)
+
+
 def _purpose(cert: CardCertificate) -> str:
+    if _is_access(cert):
+        return "keystore-access"
     sig, enc = cert.for_signature, cert.for_encryption
     return "signature+encryption" if sig and enc else "signature" if sig else "encryption"
 
 
 def _holder(certs: list[CardCertificate]) -> str | None:
-    for cert in sorted(certs, key=lambda c: not c.for_signature):
+    for cert in sorted((c for c in certs if not _is_access(c)), key=lambda c: not c.for_signature):
         subject = cert.certificate.subject
         names = subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
         mails = subject.get_attributes_for_oid(x509.NameOID.EMAIL_ADDRESS)
@@ -171,4 +183,46 @@ def card_status(
         pin=PinState.from_flags(token.pin_flags),
         objects=tuple(objects),
         keys_listed=pin is not None,
+        encryption_mode="keystore" if any(_is_access(c) for c in certs) else "card",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class KeystoreState:
+    """A keystore file as ``caducee card status`` shows it (nothing secret, not opened)."""
+
+    path: str
+    holder: str  # subject of the sealed key's encryption certificate
+    failures: int
+    tries_left: int
+    locked: bool
+    belongs_to_card: bool  # its access certificate is on this card
+
+    def describe(self) -> str:
+        owner = "opens with this card" if self.belongs_to_card else "NOT for this card"
+        if self.locked:
+            state = "LOCKED: run caducee card unblock-keystore"
+        elif self.failures:
+            plural = "s" if self.failures > 1 else ""
+            state = f"{self.failures} failed opening{plural} ({self.tries_left} tries left)"
+        else:
+            state = "ok"
+        return f"{self.path}: {owner}, {state}"
+
+
+def keystore_state(module: Pkcs11Module, token: TokenInfo, path: str) -> KeystoreState:
+    """Read a keystore's header and check (without a PIN) whether this card opens it."""
+    info = keystore_info(path)
+    wanted = info.access_certificate.fingerprint(hashes.SHA256())
+    with CardSession(module, module.token_info(token.slot), None) as card:
+        mine = any(
+            c.certificate.fingerprint(hashes.SHA256()) == wanted for c in card.certificates()
+        )
+    return KeystoreState(
+        path=str(path),
+        holder=info.certificate.subject.rfc4514_string(),
+        failures=info.failures,
+        tries_left=info.tries_left,
+        locked=info.locked,
+        belongs_to_card=mine,
     )

@@ -17,15 +17,24 @@ import click
 from cryptography.hazmat.primitives import serialization
 
 from caducee import devpki
-from caducee.card import card_status, change_pin, issue_card, list_cards, unblock_pin
+from caducee.card import (
+    card_status,
+    change_pin,
+    issue_card,
+    keystore_state,
+    list_cards,
+    unblock_pin,
+)
 from caducee.card.devissuer import devpki_issuer, load_test_ca
-from caducee.errors import UsageError
+from caducee.card.issue import IssuedCard, check_keystore_target
+from caducee.errors import ConfigError, UsageError
 from caducee.keys.open import read_pin_file
 from caducee.keys.pkcs11 import Pkcs11Module, TokenInfo, default_module_path
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 KINDS = click.Choice(["rsa2048", "rsa3072", "p256", "p384"])
+MODES = click.Choice(["card", "keystore"])
 
 
 @click.group("card")
@@ -93,10 +102,24 @@ def list_command(module_path: str | None) -> None:
 @_token_option
 @click.option("--keys", "with_keys", is_flag=True, help="Also list private keys (asks the PIN).")
 @click.option("--pin-source", metavar="FILE", help="Read the PIN from FILE (with --keys).")
+@click.option(
+    "--keystore",
+    "keystore_path",
+    metavar="FILE",
+    help="Keystore to report on (default: the configuration's, in keystore mode).",
+)
+@click.option("--config", "config_path", metavar="PATH", help="Configuration file to read.")
 def status_command(
-    module_path: str | None, label: str | None, with_keys: bool, pin_source: str | None
+    module_path: str | None,
+    label: str | None,
+    with_keys: bool,
+    pin_source: str | None,
+    keystore_path: str | None = None,
+    config_path: str | None = None,
 ) -> None:
-    """Show the holder, key and certificate objects, validity and PIN state of a card."""
+    """Show the holder, key and certificate objects, validity and PIN state of a card, and the
+    state of its keystore in keystore mode."""
+    keystore_path = keystore_path or _configured_keystore(config_path)
     with _open_module(module_path) as module:
         token = _token(module, label)
         pin = (
@@ -104,10 +127,17 @@ def status_command(
         )
         status = card_status(module, token, at=_now(), pin=pin)
         del pin
+        keystore = keystore_state(module, token, keystore_path) if keystore_path else None
     t = status.token
     click.echo(f"card:    {t.label} (serial {t.serial}, {t.manufacturer} {t.model})")
     click.echo(f"holder:  {status.holder or 'unknown (no certificate on the card)'}")
     click.echo(f"PIN:     {status.pin.describe()}")
+    if status.encryption_mode == "keystore":
+        click.echo("mode:    keystore (encryption key in a local keystore the card opens)")
+    else:
+        click.echo("mode:    card (encryption key on the card)")
+    if keystore is not None:
+        click.echo(f"keystore: {keystore.describe()}")
     for obj in status.objects:
         if obj.kind == "certificate":
             state = "valid" if obj.valid else "NOT valid now"
@@ -122,6 +152,22 @@ def status_command(
             click.echo(f"key      {obj.label:<11} {origin}, {guard}  id {obj.id[:16]}")
     if not status.keys_listed:
         click.echo("(private keys not listed: use --keys and give the PIN)")
+
+
+def _configured_keystore(config_path: str | None) -> str | None:
+    """The keystore of the configuration (``--config``, else the default file if present)."""
+    from caducee.config import default_config_path, load_config
+
+    if config_path is None and not default_config_path().exists():
+        return None
+    try:
+        config = load_config(config_path)
+    except ConfigError:
+        if config_path is not None:
+            raise
+        return None  # status is about the card: a broken default configuration is not its issue
+    keystore = config.identity.keystore
+    return str(keystore) if config.identity.encryption_key == "keystore" and keystore else None
 
 
 # -- PIN management -------------------------------------------------------------------------
@@ -166,6 +212,25 @@ def unblock_command(
     click.echo(f"card {token.label!r} unblocked with a new PIN")
 
 
+@group.command("unblock-keystore")
+@_module_option
+@_token_option
+@click.option("--keystore", "keystore_path", required=True, metavar="FILE", help="The keystore.")
+@click.option("--so-pin-source", metavar="FILE", help="Read the SO PIN (PUK) from FILE.")
+def unblock_keystore_command(
+    module_path: str | None, label: str | None, keystore_path: str, so_pin_source: str | None
+) -> None:
+    """Unlock a keystore locked by 3 failed openings: the card's SO PIN (PUK) is needed."""
+    from caducee.keys.keystore import unblock_keystore
+
+    with _open_module(module_path) as module:
+        token = _token(module, label)
+        so_pin = _pin(so_pin_source, "CADUCEE_SO_PIN", f"SO PIN (PUK) for card {token.label!r}")
+        unblock_keystore(keystore_path, module, token, so_pin)
+        del so_pin
+    click.echo(f"keystore {keystore_path} unblocked")
+
+
 # -- issuance -------------------------------------------------------------------------------
 
 
@@ -198,6 +263,21 @@ def _write_public(path: pathlib.Path, data: bytes) -> None:
 )
 @click.option("--so-pin-source", metavar="FILE", help="Read the new SO PIN (PUK) from FILE.")
 @click.option("--pin-source", metavar="FILE", help="Read the new user PIN from FILE.")
+@click.option(
+    "--encryption-key",
+    "encryption_mode",
+    type=MODES,
+    default="card",
+    show_default=True,
+    help="Where the encryption key lives: on the card, or in a keystore the card opens.",
+)
+@click.option(
+    "--keystore",
+    "keystore_path",
+    metavar="FILE",
+    help="Keystore file to create (--encryption-key keystore; default DIR/keystore.json "
+    "with --cert-out DIR).",
+)
 def issue_command(
     module_path: str | None,
     label: str,
@@ -216,22 +296,27 @@ def issue_command(
     professional_id: str | None = None,
     profession: str | None = None,
     organisation: str | None = None,
+    encryption_mode: str = "card",
+    keystore_path: str | None = None,
 ) -> None:
     """Initialise a blank card with a signature key pair and a separate encryption key pair.
 
     With --ca, the operator's certification authority issues both certificates for the holder's
     professional identity. Without it, TEST certificates come from --ca-cert/--ca-key or from a
-    throw-away TEST CA (see --cert-out).
+    throw-away TEST CA (see --cert-out). With --encryption-key keystore, the encryption key is
+    sealed in a keystore file that only this card opens (the card holds the signature key and
+    the keystore's access key).
     """
     if (ca_cert is None) != (ca_key is None):
         raise UsageError("give both --ca-cert and --ca-key, or neither")
+    keystore = _keystore_target(encryption_mode, keystore_path, cert_out)
     if ca_dir is not None:
         if ca_cert:
             raise UsageError("give --ca or --ca-cert/--ca-key, not both")
         _issue_from_operator(
             module_path, label, kind, cert_out, so_pin_source, pin_source, ca_dir,
             ca_pass_source, email, given_name, surname, professional_id, profession,
-            organisation,
+            organisation, keystore=keystore,
         )  # fmt: skip
         return
     if ca_cert and ca_key:
@@ -248,6 +333,7 @@ def issue_command(
             user_pin=user_pin,
             issuer=devpki_issuer(ca, email, name),
             kind=kind,  # type: ignore[arg-type]
+            **_mode_arguments(keystore),
         )
     del so_pin, user_pin
     pem = serialization.Encoding.PEM
@@ -257,12 +343,47 @@ def issue_command(
         _write_public(out / "encryption.pem", issued.encryption_certificate.public_bytes(pem))
         _write_public(out / "test-ca.pem", ca.certificate.public_bytes(pem))
     click.echo(f"card {label!r} issued for {email} (serial {issued.token.serial})")
-    click.echo("signature key generated on the card; encryption key imported (non-extractable)")
+    _echo_keys(issued)
     click.echo("certificates are TEST certificates - not for production")
     if not ca_cert:
         kept = f"its certificate is in {cert_out}/test-ca.pem" if cert_out else "not kept"
         click.echo(f"issued by a throw-away TEST CA ({kept})")
-    click.echo("warning: no key escrow configured, the encryption key exists only on the card")
+    _echo_escrow(issued)
+
+
+def _keystore_target(mode: str, path: str | None, cert_out: str | None) -> pathlib.Path | None:
+    """The keystore file to create, checked before any PIN is asked or the card touched."""
+    if mode != "keystore":
+        if path is not None:
+            raise UsageError("--keystore goes with --encryption-key keystore")
+        return None
+    if path is None:
+        if cert_out is None:
+            raise UsageError("--encryption-key keystore: give --keystore FILE (or --cert-out DIR)")
+        path = str(pathlib.Path(cert_out) / "keystore.json")
+    return check_keystore_target(path)
+
+
+def _mode_arguments(keystore: pathlib.Path | None) -> dict[str, Any]:
+    if keystore is None:
+        return {}
+    return {"encryption_key": "keystore", "keystore": keystore}
+
+
+def _echo_keys(issued: IssuedCard) -> None:
+    if issued.keystore is None:
+        click.echo("signature key generated on the card; encryption key imported (non-extractable)")
+        return
+    click.echo("signature key and keystore access key generated on the card (non-extractable)")
+    click.echo(
+        f"encryption key sealed in the keystore {issued.keystore} (mode 0600): it opens only "
+        "with this card; install it on the holder's workstation"
+    )
+
+
+def _echo_escrow(issued: IssuedCard) -> None:
+    where = f"the keystore {issued.keystore}" if issued.keystore else "the card"
+    click.echo(f"warning: no key escrow configured, the encryption key exists only in {where}")
 
 
 def _issue_from_operator(
@@ -280,6 +401,8 @@ def _issue_from_operator(
     professional_id: str | None,
     profession: str | None,
     organisation: str | None,
+    *,
+    keystore: pathlib.Path | None = None,
 ) -> None:
     from caducee.cli.ca import _passphrase
     from caducee.keys.pkcs11 import token_capabilities
@@ -296,9 +419,14 @@ def _issue_from_operator(
     user_pin = _pin(pin_source, "CADUCEE_PIN", "New PIN", confirm=True)
     with _open_module(module_path) as module:
         # Written in the encryption certificate (RFC 4262): what this kind of card decrypts.
+        # A keystore key is a software key: it decrypts everything, the CA's default applies.
         slot = module.free_slot()
         info = module.token_info(slot)
-        capabilities = token_capabilities(module.mechanisms(slot), info.manufacturer)
+        capabilities = (
+            None
+            if keystore is not None
+            else token_capabilities(module.mechanisms(slot), info.manufacturer)
+        )
         issued = issue_card(
             module,
             label=label,
@@ -306,6 +434,7 @@ def _issue_from_operator(
             user_pin=user_pin,
             issuer=ca.issuer_for(identity, capabilities=capabilities),
             kind=kind,  # type: ignore[arg-type]
+            **_mode_arguments(keystore),
         )
     del so_pin, user_pin
     pem = serialization.Encoding.PEM
@@ -315,9 +444,9 @@ def _issue_from_operator(
         _write_public(out / "encryption.pem", issued.encryption_certificate.public_bytes(pem))
         _write_public(out / "ca.pem", ca.certificate.public_bytes(pem))
     click.echo(f"card {label!r} issued for {email} (serial {issued.token.serial})")
-    click.echo("signature key generated on the card; encryption key imported (non-extractable)")
+    _echo_keys(issued)
     click.echo(f"certificates issued by {ca.certificate.subject.rfc4514_string()}")
-    click.echo("warning: no key escrow configured, the encryption key exists only on the card")
+    _echo_escrow(issued)
 
 
 def _read(path: str, what: str) -> bytes:

@@ -60,16 +60,26 @@ def load_signer(
     return key, extra, Capabilities()
 
 
-def load_decryptors(inkey: str, cert_path: str | None, passin: str | None) -> list[DecryptionKey]:
-    """Decryption keys: one for a key file; for a card, every encryption key it holds (history)."""
+def load_decryptors(
+    inkey: str, cert_path: str | None, passin: str | None, keystore: str | None = None
+) -> list[DecryptionKey]:
+    """Decryption keys: one for a key file; for a card, every encryption key it holds (history);
+    with ``keystore``, first the key sealed in it, opened by the card (keystore mode)."""
     if inkey.startswith("pkcs11:"):
         from caducee.keys.open import open_card, open_key
         from caducee.keys.pkcs11_uri import parse_pkcs11_uri
 
         uri = parse_pkcs11_uri(inkey)
+        if keystore is not None:
+            from caducee.keys.keystore import open_keystore_with_card
+
+            card = open_card(inkey, pin_callback=_pin_prompt)
+            return [open_keystore_with_card(keystore, card), *card.decryption_keys()]
         if uri.object is None and uri.id is None:
             return list(open_card(inkey, pin_callback=_pin_prompt).decryption_keys())
         return [open_key(inkey, pin_callback=_pin_prompt, purpose="decrypt")]
+    if keystore is not None:
+        raise UsageError("--keystore goes with --inkey pkcs11:... (the card that opens it)")
     key, _ = _software_key(inkey, cert_path, passin, "recipient")
     return [key]
 

@@ -410,9 +410,14 @@ def _transport(opts: dict[str, str]) -> KeyTransport | None:
 @click.option("--one-layer", is_flag=True, help="Remove the encryption layer only (as openssl).")
 @click.option("--certfile", multiple=True, help="Extra certificates for inner signatures.")
 @click.option("--remember", is_flag=True, help="Remember what valid signers can decrypt.")
+@click.option("--keystore", metavar="FILE", help="Keystore the card opens (keystore mode).")
 def decrypt(**o: Any) -> None:
     """Decrypt, then unwrap and verify every inner layer, reporting each."""
-    keys = load_decryptors(o["inkey"], o["recip_cert"], o["passin"])
+    keys = load_decryptors(o["inkey"], o["recip_cert"], o["passin"], o["keystore"])
+    if not keys:
+        raise UsageError(
+            "this card holds no message decryption key (keystore mode? give --keystore FILE)"
+        )
     data = _read(o["in_"])
     if o["inform"] != "smime":
         report = decrypt_data(_der_in(data, o["inform"]), keys)

@@ -13,6 +13,7 @@ the file: it stops guessing through caducee, not someone who copies the file - t
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import pathlib
@@ -32,10 +33,12 @@ from caducee.keys.api import DecryptionKey
 from caducee.keys.software import PrivateKey, SoftwareKey, load_private_key
 
 if TYPE_CHECKING:
-    from caducee.keys.pkcs11 import Pkcs11Module, TokenInfo
+    from caducee.keys.pkcs11 import CardSession, Pkcs11Key, Pkcs11Module, TokenInfo
 
 FORMAT = "caducee-keystore-1"
 MAX_FAILURES = 3
+#: Label of the card key pair (and its self-signed certificate) that opens the keystore.
+ACCESS_LABEL = "keystore-access"
 _HKDF_INFO = b"caducee keystore KEK v1"
 _DER = serialization.Encoding.DER
 _SPKI = serialization.PublicFormat.SubjectPublicKeyInfo
@@ -47,7 +50,7 @@ class KeystoreLockedError(KeyStoreError):
     def __init__(self) -> None:
         super().__init__(
             f"keystore locked after {MAX_FAILURES} failed openings: unblock it with the card's "
-            "SO PIN (caducee card unblock)"
+            "SO PIN (caducee card unblock-keystore)"
         )
 
 
@@ -231,9 +234,87 @@ def reset_keystore(path: str | os.PathLike[str]) -> None:
 def unblock_keystore(
     path: str | os.PathLike[str], module: Pkcs11Module, token: TokenInfo, so_pin: str
 ) -> None:
-    """Unblock a locked keystore: the card's SO PIN (PUK) must be right, as for the card."""
+    """Unblock a locked keystore: the SO PIN (PUK) of the card it belongs to must be right, as
+    for the card. Another card's SO PIN does not do."""
     from caducee.keys.pkcs11 import CardSession  # only this path needs the card library
 
-    _read(pathlib.Path(path))  # fail early on a file that is not a keystore
+    info = keystore_info(path)  # fail early on a file that is not a keystore
+    wanted = _fingerprint(info.access_certificate)
+    with CardSession(module, token, None) as card:  # certificates are public: no PIN yet
+        if not any(_fingerprint(c.certificate) == wanted for c in card.certificates()):
+            raise KeyStoreError(
+                f"card {token.label!r} is not the card of the keystore {info.path}: "
+                "unblock it with its own card's SO PIN"
+            )
     CardSession(module, token, so_pin, rw=True, so=True).close()
     reset_keystore(path)
+
+
+# -- the keystore next to its card ----------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class KeystoreInfo:
+    """What a keystore file says about itself without opening it (nothing secret)."""
+
+    path: pathlib.Path
+    certificate: x509.Certificate  # the encryption certificate of the sealed key
+    access_certificate: x509.Certificate  # the card key that opens it
+    failures: int
+
+    @property
+    def locked(self) -> bool:
+        return self.failures >= MAX_FAILURES
+
+    @property
+    def tries_left(self) -> int:
+        return max(0, MAX_FAILURES - self.failures)
+
+
+def keystore_info(path: str | os.PathLike[str]) -> KeystoreInfo:
+    """Read a keystore's public header: certificates and failure count."""
+    file = pathlib.Path(path)
+    doc = _read(file)
+    try:
+        cert = x509.load_der_x509_certificate(_unb64(doc["certificate"], "certificate"))
+        access = x509.load_der_x509_certificate(_unb64(doc["access_certificate"], "access"))
+        failures = int(doc.get("failures", 0))
+    except (KeyError, ValueError, TypeError):
+        raise KeyStoreError(f"keystore {file}: header unreadable") from None
+    return KeystoreInfo(file, cert, access, failures)
+
+
+def is_access_certificate(cert: x509.Certificate) -> bool:
+    """Whether ``cert`` is a keystore access certificate (self-issued, dataEncipherment only):
+    never an e-mail certificate, so never published nor picked to decrypt messages."""
+    if cert.subject != cert.issuer:
+        return False
+    try:
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except (x509.ExtensionNotFound, ValueError):
+        return False
+    mail_usage = ku.digital_signature or ku.content_commitment or ku.key_encipherment
+    return ku.data_encipherment and not (mail_usage or ku.key_agreement or ku.key_cert_sign)
+
+
+def find_access_key(card: CardSession, path: str | os.PathLike[str]) -> Pkcs11Key:
+    """The card key that opens the keystore at ``path``: the one whose certificate the keystore
+    names, else the card's own access key (a wrong card: opening it then counts as a failure)."""
+    info = keystore_info(path)
+    wanted = _fingerprint(info.access_certificate)
+    certs = [c for c in card.certificates() if card.private_keys(id=c.id)]
+    for cert in certs:
+        if _fingerprint(cert.certificate) == wanted:
+            return card.key_for(cert)
+    for cert in certs:
+        if cert.label == ACCESS_LABEL or is_access_certificate(cert.certificate):
+            return card.key_for(cert)
+    raise KeyStoreError(
+        f"card {card.token.label!r} has no keystore access key: the keystore {info.path} "
+        "belongs to another card"
+    )
+
+
+def open_keystore_with_card(path: str | os.PathLike[str], card: CardSession) -> SoftwareKey:
+    """Open the keystore at ``path`` with the logged-in ``card``: one card operation."""
+    return open_keystore(path, find_access_key(card, path))
