@@ -31,7 +31,7 @@ class RemoteMessage:
     mailbox: str
     uidvalidity: int
     uid: str
-    data: bytes
+    data: bytes = dataclasses.field(repr=False)  # message content: never in logs
 
 
 class Submitter(Protocol):
