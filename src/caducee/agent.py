@@ -21,7 +21,6 @@ import datetime as dt
 import email.message
 import email.policy
 import email.utils
-import inspect
 import logging
 import mimetypes
 import os
@@ -42,7 +41,13 @@ from caducee.core.mime.enveloped import is_enveloped_mime
 from caducee.core.policy import choose_encryption
 from caducee.errors import CaduceeError, PolicyError, TransportError, UsageError
 from caducee.keys.api import DecryptionKey, SigningKey
-from caducee.mail.api import Envelope, MailboxSource, RemoteMessage, Submitter
+from caducee.mail.api import (
+    Envelope,
+    MailboxRenumberedError,
+    MailboxSource,
+    RemoteMessage,
+    Submitter,
+)
 from caducee.store.audit import AuditLog
 from caducee.store.messages import MessageStore, StoredMessage
 
@@ -543,15 +548,9 @@ class Agent:
             yield from source.fetch_new(None)
             return
         after, validity = position
-        if "uidvalidity" not in inspect.signature(source.fetch_new).parameters:
-            yield from source.fetch_new(after)
-            return
-        fetch: Callable[..., Iterator[RemoteMessage]] = source.fetch_new
         try:
-            yield from fetch(after, uidvalidity=validity)
-        except TransportError as exc:
-            if not hasattr(exc, "expected") or getattr(exc, "retryable", True):
-                raise
+            yield from source.fetch_new(after, uidvalidity=validity)
+        except MailboxRenumberedError:
             log.warning("source %s was renumbered (UIDVALIDITY): reading it again", name)
             yield from source.fetch_new(None)
 

@@ -116,7 +116,9 @@ class ListMailbox:
         uid = str(len(self.messages) + 1)
         self.messages.append(RemoteMessage(self.name, self.uidvalidity, uid, data))
 
-    def fetch_new(self, after_uid: str | None) -> Iterator[RemoteMessage]:
+    def fetch_new(
+        self, after_uid: str | None, *, uidvalidity: int | None = None
+    ) -> Iterator[RemoteMessage]:
         start = int(after_uid) if after_uid else 0
         for count, message in enumerate(m for m in self.messages if int(m.uid) > start):
             if self.crash_after is not None and count >= self.crash_after:

@@ -11,6 +11,8 @@ import dataclasses
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
+from caducee.errors import TransportError
+
 
 @dataclasses.dataclass(frozen=True)
 class Envelope:
@@ -34,6 +36,17 @@ class RemoteMessage:
     data: bytes = dataclasses.field(repr=False)  # message content: never in logs
 
 
+class MailboxRenumberedError(TransportError):
+    """The mailbox's UIDVALIDITY changed: stored UIDs no longer name the same messages."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, expected: int, found: int) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.found = found
+
+
 class Submitter(Protocol):
     """Hands a finished message to the operator's submission server."""
 
@@ -45,8 +58,14 @@ class Submitter(Protocol):
 class MailboxSource(Protocol):
     """Reads messages from a mailbox, newest UIDs after what we already have."""
 
-    def fetch_new(self, after_uid: str | None) -> Iterator[RemoteMessage]:
-        """Messages whose UID is greater than ``after_uid`` (all when None), oldest first."""
+    def fetch_new(
+        self, after_uid: str | None, *, uidvalidity: int | None = None
+    ) -> Iterator[RemoteMessage]:
+        """Messages after ``after_uid`` (all when None), oldest first.
+
+        ``uidvalidity`` is the value stored with ``after_uid``: if the mailbox was renumbered
+        since, raise :class:`MailboxRenumberedError` rather than skip or repeat messages.
+        """
         ...
 
     def wait_for_new(self, timeout: float) -> bool:
@@ -55,4 +74,4 @@ class MailboxSource(Protocol):
 
 
 class SentFolder(Protocol):
-    def append(self, message: bytes, flags: Sequence[str] = ("\\\\Seen",)) -> None: ...
+    def append(self, message: bytes, flags: Sequence[str] = ("\\Seen",)) -> None: ...

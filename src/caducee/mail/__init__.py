@@ -1,0 +1,1 @@
+"""Mail transport: SMTP submission, IMAP and Maildir mailboxes, the embedded mail service."""

@@ -1,0 +1,390 @@
+"""Reading a mailbox over IMAP: new messages by UID, IDLE, APPEND to Sent, flags.
+
+Why UIDs: an IMAP UID never changes for a given UIDVALIDITY, so the caller stores the highest UID
+it has committed and asks for ``after_uid`` on the next run — a crash in the middle of a fetch
+leaves nothing fetched twice and nothing lost. Messages are read with ``BODY.PEEK[]`` so reading
+never marks them seen; flags are set explicitly once the caller has stored them.
+
+The source yields raw bytes and never parses them: a hostile or broken message is the store's
+problem, and cannot stop the iteration over the others.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal, TypeVar
+
+import imapclient
+from imapclient import exceptions as imap_errors
+
+from caducee.errors import ConfigError, TransportError
+from caducee.mail.api import MailboxRenumberedError, RemoteMessage
+
+__all__ = [
+    "PROCESSED",
+    "ImapAuthError",
+    "ImapError",
+    "ImapMailbox",
+    "ImapTlsError",
+    "ImapUidValidityError",
+    "ImapUnavailableError",
+]
+
+log = logging.getLogger(__name__)
+
+PROCESSED = "$caducee-processed"
+Security = Literal["starttls", "tls", "none"]
+T = TypeVar("T")
+
+
+class ImapError(TransportError):
+    """An IMAP operation failed; ``retryable`` says whether trying later may help."""
+
+    retryable = True
+
+
+class ImapUnavailableError(ImapError):
+    """The server could not be reached, timed out or dropped the connection."""
+
+
+class ImapTlsError(ImapError):
+    """TLS could not be established (handshake, certificate, STARTTLS not offered)."""
+
+
+class ImapAuthError(ImapError):
+    """The server refused the login."""
+
+
+class ImapUidValidityError(MailboxRenumberedError, ImapError):
+    """The mailbox's UIDVALIDITY changed: stored UIDs no longer name the same messages."""
+
+    retryable = False
+
+
+class ImapMailbox:
+    """Implements ``MailboxSource`` and ``SentFolder`` for one IMAP mailbox.
+
+    The connection is opened on first use and reopened after a failure; call :meth:`close`
+    (or use ``with``) when done. Not thread-safe: one thread uses an instance at a time (a
+    prefetching :meth:`fetch_new` owns the connection until its generator is exhausted or
+    closed). ``batch_bytes``/``batch_count`` bound one UID FETCH so that a
+    mailbox of large messages is read in pieces rather than in one huge response.
+    ``create_missing`` creates ``mailbox`` when the server does not have it (a Sent folder);
+    off by default so that a mistyped folder name is an error, not a new empty folder.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        username: str,
+        password: str,
+        mailbox: str = "INBOX",
+        security: Security = "starttls",
+        timeout: float = 30,
+        ssl_context: ssl.SSLContext | None = None,
+        batch_count: int = 50,
+        batch_bytes: int = 8 * 1024 * 1024,
+        create_missing: bool = False,
+    ) -> None:
+        if security not in ("starttls", "tls", "none"):
+            raise ConfigError(f"IMAP security must be starttls, tls or none, not {security!r}")
+        self.host = host
+        self.port = port
+        self.username = username
+        self._password = password
+        self.mailbox = mailbox
+        self.security = security
+        self.timeout = timeout
+        self.ssl_context = ssl_context or ssl.create_default_context()
+        self.batch_count = batch_count
+        self.batch_bytes = batch_bytes
+        self.create_missing = create_missing
+        self._client: imapclient.IMAPClient | None = None
+        self._uidvalidity: int | None = None
+        self._highest_seen = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"ImapMailbox({self.host!r}, {self.port}, username={self.username!r}, "
+            f"mailbox={self.mailbox!r}, security={self.security!r})"
+        )
+
+    @property
+    def where(self) -> str:
+        return f"IMAP {self.host}:{self.port} {self.mailbox}"
+
+    # --- connection -------------------------------------------------------------------------
+
+    def _connect(self) -> imapclient.IMAPClient:
+        client = imapclient.IMAPClient(
+            self.host,
+            port=self.port,
+            ssl=self.security == "tls",
+            ssl_context=self.ssl_context,
+            timeout=self.timeout,
+        )
+        # imapclient logs the whole protocol dialogue (message bodies included) at DEBUG
+        # level through imaplib's debug hook; message content must never reach a log.
+        client._imap.debug = 0
+        try:
+            if self.security == "starttls":
+                if not client.has_capability("STARTTLS"):
+                    raise ImapTlsError(f"{self.where}: server does not offer STARTTLS")
+                client.starttls(self.ssl_context)
+            client.login(self.username, self._password)
+            try:
+                info = client.select_folder(self.mailbox)
+            except imap_errors.IMAPClientError as exc:
+                if "NONEXISTENT" not in str(exc) and "exist" not in str(exc):
+                    raise
+                if not self.create_missing:
+                    raise ImapError(
+                        f"{self.where}: no such mailbox on the server "
+                        "(check the folder name, or allow creating it)"
+                    ) from None
+                client.create_folder(self.mailbox)
+                info = client.select_folder(self.mailbox)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                client.shutdown()
+            raise
+        self._uidvalidity = int(info[b"UIDVALIDITY"])
+        return client
+
+    def _run(self, op: Callable[[imapclient.IMAPClient], T]) -> T:
+        """Run ``op`` on a live connection, mapping every failure to an ImapError."""
+        try:
+            if self._client is None:
+                self._client = self._connect()
+            return op(self._client)
+        except ImapError:
+            self._drop()
+            raise
+        except Exception as exc:
+            self._drop()
+            raise self._map(exc) from None
+
+    def _drop(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.shutdown()
+            self._client = None
+
+    def close(self) -> None:
+        """Log out politely when possible; never raises."""
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.logout()
+            self._drop()
+
+    def __enter__(self) -> ImapMailbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _map(self, exc: BaseException) -> ImapError:
+        where = self.where
+        if isinstance(exc, imap_errors.LoginError):
+            return ImapAuthError(f"{where}: login refused for {self.username}")
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return ImapTlsError(f"{where}: server certificate not trusted ({exc.verify_message})")
+        if isinstance(exc, ssl.SSLError):
+            return ImapTlsError(f"{where}: TLS failed ({exc.reason or exc})")
+        if isinstance(exc, TimeoutError | socket.timeout):
+            return ImapUnavailableError(f"{where}: timed out after {self.timeout:g} s")
+        if isinstance(exc, ConnectionRefusedError):
+            return ImapUnavailableError(f"{where}: connection refused (server down?)")
+        if isinstance(exc, socket.gaierror):
+            return ImapUnavailableError(f"{where}: cannot resolve host ({exc.strerror})")
+        if isinstance(exc, OSError):
+            return ImapUnavailableError(f"{where}: {exc.strerror or exc}")
+        if isinstance(exc, imap_errors.IMAPClientAbortError):
+            return ImapUnavailableError(f"{where}: connection lost ({_short(exc)})")
+        if isinstance(exc, imap_errors.IMAPClientError):
+            return ImapError(f"{where}: {_short(exc)}")
+        raise exc
+
+    # --- MailboxSource ----------------------------------------------------------------------
+
+    @property
+    def uidvalidity(self) -> int:
+        """The mailbox's UIDVALIDITY (connects if needed): store it next to the last UID."""
+        if self._uidvalidity is None or self._client is None:
+            self._run(lambda c: None)
+        assert self._uidvalidity is not None
+        return self._uidvalidity
+
+    def _check_validity(self, expected: int | None) -> int:
+        found = self.uidvalidity
+        if expected is not None and expected != found:
+            raise ImapUidValidityError(
+                f"{self.where}: UIDVALIDITY changed from {expected} to {found}; "
+                "the mailbox must be fetched again from the start",
+                expected=expected,
+                found=found,
+            )
+        return found
+
+    def _uids_after(self, client: imapclient.IMAPClient, after: int) -> list[int]:
+        # A selected session sees mail that arrived since the last command only after the
+        # server has synchronised it: NOOP first, or SEARCH answers from a stale view.
+        client.noop()
+        # "UID n:*" always matches the highest UID, even when it is below n.
+        found = client.search(["UID", f"{after + 1}:*"])
+        return sorted(uid for uid in found if uid > after)
+
+    def fetch_new(
+        self, after_uid: str | None, *, uidvalidity: int | None = None, prefetch: bool = False
+    ) -> Iterator[RemoteMessage]:
+        """Yield messages with UID > ``after_uid``, oldest first, in bounded batches.
+
+        Give the ``uidvalidity`` stored with ``after_uid`` to be told (ImapUidValidityError)
+        when the server renumbered the mailbox instead of silently skipping or repeating mail.
+        With ``prefetch``, the next batch is downloaded in a background thread while the caller
+        works on the current one (decrypting, storing): the server's and the network's time is
+        then hidden behind the caller's. The connection is never used by two threads at once.
+        """
+        after = _parse_uid(after_uid)
+        validity = self._check_validity(uidvalidity)
+        uids = self._run(lambda c: self._uids_after(c, after))
+        if not uids:
+            return
+        sizes = self._run(lambda c: c.fetch(uids, ["RFC822.SIZE"]))
+        batches = list(self._batches(uids, sizes))
+
+        def download(batch: list[int]) -> dict[int, Any]:
+            return self._run(lambda c: c.fetch(batch, ["BODY.PEEK[]"]))
+
+        if not prefetch or len(batches) == 1:
+            for batch in batches:
+                yield from self._emit(batch, download(batch), validity)
+            return
+        with concurrent.futures.ThreadPoolExecutor(1, "caducee-imap-prefetch") as pool:
+            future: concurrent.futures.Future[dict[int, Any]] | None = pool.submit(
+                download, batches[0]
+            )
+            try:
+                for index, batch in enumerate(batches):
+                    assert future is not None
+                    response = future.result()
+                    future = None
+                    if index + 1 < len(batches):
+                        future = pool.submit(download, batches[index + 1])
+                    yield from self._emit(batch, response, validity)
+            finally:
+                # The caller stopped early or failed: let the download in flight finish so
+                # the connection is idle again before anyone else uses it.
+                if future is not None:
+                    with contextlib.suppress(Exception):
+                        future.result()
+
+    def _emit(
+        self, batch: list[int], response: dict[int, Any], validity: int
+    ) -> Iterator[RemoteMessage]:
+        for uid in batch:
+            item = response.get(uid)
+            data = item.get(b"BODY[]") if item else None
+            if data is None:
+                # Expunged between SEARCH and FETCH: nothing to deliver, nothing lost.
+                continue
+            self._highest_seen = max(self._highest_seen, uid)
+            yield RemoteMessage(
+                mailbox=self.mailbox, uidvalidity=validity, uid=str(uid), data=bytes(data)
+            )
+
+    def _batches(self, uids: list[int], sizes: dict[int, Any]) -> Iterator[list[int]]:
+        batch: list[int] = []
+        total = 0
+        for uid in uids:
+            size = int(sizes.get(uid, {}).get(b"RFC822.SIZE", 0))
+            if batch and (len(batch) >= self.batch_count or total + size > self.batch_bytes):
+                yield batch
+                batch, total = [], 0
+            batch.append(uid)
+            total += size
+        if batch:
+            yield batch
+
+    def wait_for_new(self, timeout: float) -> bool:
+        """Return True when mail may have arrived (IDLE, or polling without IDLE)."""
+        deadline = time.monotonic() + timeout
+        after = self._highest_seen
+        if self._run(lambda c: self._uids_after(c, after)):
+            return True
+        if self._run(lambda c: c.has_capability("IDLE")):
+            return self._run(lambda c: self._idle(c, deadline))
+        while time.monotonic() < deadline:
+            time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+            if self._run(lambda c: self._uids_after(c, after)):
+                return True
+        return False
+
+    def _idle(self, client: imapclient.IMAPClient, deadline: float) -> bool:
+        # RFC 2177: re-issue IDLE well before the server's 30-minute inactivity limit.
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            client.idle()
+            try:
+                responses = client.idle_check(timeout=min(left, 25 * 60.0))
+            finally:
+                client.idle_done()
+            if any(len(r) >= 2 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
+                return True
+
+    # --- flags and SentFolder ---------------------------------------------------------------
+
+    def add_flags(self, uids: Sequence[str], flags: Sequence[str]) -> None:
+        """Set flags (``\\Seen``, or keywords such as :data:`PROCESSED`) on messages by UID."""
+        numbers = [_parse_uid(u) for u in uids]
+        if numbers:
+            self._run(lambda c: c.add_flags(numbers, list(flags), silent=True))
+
+    def mark_seen(self, uids: Sequence[str]) -> None:
+        self.add_flags(uids, ["\\Seen"])
+
+    def mark_processed(self, uids: Sequence[str]) -> None:
+        self.add_flags(uids, [PROCESSED])
+
+    def flags(self, uid: str) -> tuple[str, ...]:
+        number = _parse_uid(uid)
+        result = self._run(lambda c: c.get_flags([number]))
+        return tuple(_text(f) for f in result.get(number, ()))
+
+    def append(self, message: bytes, flags: Sequence[str] = ("\\Seen",)) -> None:
+        """APPEND ``message`` to this mailbox (``mailbox="Sent"`` makes a SentFolder)."""
+
+        def op(client: imapclient.IMAPClient) -> None:
+            client.append(self.mailbox, message, flags=list(flags))
+
+        self._run(op)
+
+
+def _parse_uid(uid: str | None) -> int:
+    if uid is None or uid == "":
+        return 0
+    try:
+        value = int(uid)
+    except ValueError:
+        raise ConfigError(f"not an IMAP UID: {uid!r}") from None
+    if value < 0:
+        raise ConfigError(f"not an IMAP UID: {uid!r}")
+    return value
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _short(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]
