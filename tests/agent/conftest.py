@@ -94,8 +94,8 @@ def ops(tmp_path_factory: pytest.TempPathFactory) -> Operators:
     return Operators(
         op1,
         op2,
-        _person(op1, "Claire", "Martin", "martin@op1.test", "10003456789", "rsa"),
-        _person(op2, "Paul", "Coeur", "cardio@op2.test", "10009876543", "ec"),
+        _person(op1, "Alice", "Martin", "martin@op1.test", "10003456789", "rsa"),
+        _person(op2, "Bob", "Coeur", "cardio@op2.test", "10009876543", "ec"),
         _person(op1, "Marc", "Petit", "petit@op1.test", "10001112223", "rsa"),
         outsider,
         _person(outsider, "Mal", "Lory", "mallory@op2.test", "10004445556", "rsa"),

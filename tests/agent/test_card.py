@@ -102,7 +102,7 @@ def test_card_user_reads_and_sends_through_config(
         (got,) = agent.fetch().ids
         view = agent.read(got)
         assert view.body.strip() == "Lu avec la carte."
-        assert view.security.startswith("signed by Paul Coeur <cardio@op2.test>")
+        assert view.security.startswith("signed by Bob Coeur <cardio@op2.test>")
         assert agent.read(first.id).body.strip() == "Merci de me répondre."  # her Sent copy
     assert len(prompts) == 1  # the PIN is asked once for everything
     assert cardio.fetch().receipts == 1  # her read receipt, signed by the card

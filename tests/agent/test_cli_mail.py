@@ -47,6 +47,27 @@ def caducee(
     )
 
 
+def caducee_tty(*args: str) -> tuple[int, str]:
+    """Run caducee with a pseudo-terminal as stdout and stderr (progress bars are shown)."""
+    master, slave = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from caducee.cli.main import main; main()", *args],
+        stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, close_fds=True,
+    )  # fmt: skip
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the child closed its end
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    return proc.wait(timeout=120), b"".join(chunks).decode(errors="replace")
+
+
 def _setup(
     base: pathlib.Path, person: Person, ops: Operators, port: int, maildir: pathlib.Path
 ) -> pathlib.Path:
@@ -144,7 +165,7 @@ def test_cli_send_fetch_inbox_read_export(ops: Operators, tmp_path: pathlib.Path
         assert row["subject"] == "[encrypted]" and row["status"] == "signed"
         shown = caducee("read", str(row["id"]), "--config", str(cardio))
         assert shown.returncode == 0, shown.stderr
-        assert shown.stdout.startswith("signed by Claire Martin <martin@op1.test>")
+        assert shown.stdout.startswith("signed by Alice Martin <martin@op1.test>")
         assert "Compte rendu ci-joint." in shown.stdout and "bilan.pdf" in shown.stdout
         out = tmp_path / "export"
         exported = caducee(
@@ -152,6 +173,17 @@ def test_cli_send_fetch_inbox_read_export(ops: Operators, tmp_path: pathlib.Path
         )
         assert exported.returncode == 0, exported.stderr
         assert (out / "bilan.pdf").read_bytes() == b"%PDF-1.4 lab result"
+        # on a terminal the export shows a progress bar, and writes the same files
+        code, screen = caducee_tty(
+            "export",
+            str(row["id"]),
+            "--attachments",
+            str(tmp_path / "tty"),
+            "--config",
+            str(cardio),
+        )
+        assert code == 0, screen
+        assert (tmp_path / "tty" / "bilan.pdf").read_bytes() == b"%PDF-1.4 lab result"
 
         # the read receipt travels back; Dr Martin's agent loop picks it up
         loop = caducee("agent", "--config", str(martin), "--once")

@@ -31,7 +31,7 @@ def test_send_fetch_read_verified(ops: Operators, post: PostOffice, make_agent: 
     assert view.body.strip() == BODY
     assert view.headers["subject"] == "Bilan patient X"
     assert view.headers_protected
-    assert view.security.startswith("signed by Claire Martin <martin@op1.test>")
+    assert view.security.startswith("signed by Alice Martin <martin@op1.test>")
     assert "identity checked by Operator One Health CA" in view.security
     assert view.security.endswith("; encrypted")
     (att,) = [p for p in view.parts if p.attachment]
@@ -121,7 +121,7 @@ def test_allow_plaintext_sends_signed_only(
     report = cardio.fetch()
     assert report.flagged == 1
     view = cardio.read(report.ids[0])
-    assert view.security.startswith("signed by Claire Martin")
+    assert view.security.startswith("signed by Alice Martin")
     assert view.security.endswith("NOT ENCRYPTED")
 
 

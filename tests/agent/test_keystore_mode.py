@@ -114,7 +114,7 @@ def test_keystore_mode_user_reads_and_sends_through_config(
         (got,) = agent.fetch().ids
         view = agent.read(got)
         assert view.body.strip() == "Lu avec le coffre."
-        assert view.security.startswith("signed by Paul Coeur <cardio@op2.test>")
+        assert view.security.startswith("signed by Bob Coeur <cardio@op2.test>")
         assert agent.read(first.id).body.strip() == "Merci de me répondre."  # her Sent copy
         assert card.operations - before == 1  # reading cost only the read receipt's signature
     assert len(prompts) == 1  # the PIN is asked once for everything

@@ -60,7 +60,7 @@ def test_exchange_over_smtp_lmtp_dovecot_imap(
         report = cardio.fetch()
         assert (report.new, report.valid) == (1, 1)
         view = cardio.read(report.ids[0])
-        assert view.security.startswith("signed by Claire Martin <martin@op1.test>")
+        assert view.security.startswith("signed by Alice Martin <martin@op1.test>")
         assert view.body.strip() == "Compte rendu en pièce jointe."
         exported = cardio.export(report.ids[0], tmp_path / "out")
         assert [p.read_bytes() for p in exported] == [pdf]

@@ -117,4 +117,4 @@ class Operator2:
 @pytest.fixture(scope="session")
 def op2() -> Operator2:
     ca = devpki.make_ca(OP2_CA_NAME)
-    return Operator2(ca=ca, erin=devpki.make_identity(ca, "erin@op2.test", name="Erin Durand"))
+    return Operator2(ca=ca, erin=devpki.make_identity(ca, "erin@op2.test", name="Dr Erin"))

@@ -421,7 +421,16 @@ def export(
 ) -> None:
     """Write a message's attachments (mode 0600, safe names)."""
     with _agent(config_path) as agent:
-        written = agent.export(message_id, directory)
+        if as_json or not sys.stderr.isatty():
+            written = agent.export(message_id, directory)
+        else:
+            from rich.progress import Progress, SpinnerColumn, TextColumn
+
+            with Progress(
+                SpinnerColumn(), TextColumn("exporting: {task.completed} file(s)"), transient=True
+            ) as progress:
+                task = progress.add_task("export", total=None)
+                written = agent.export(message_id, directory, lambda n: progress.advance(task, n))
     if as_json:
         _emit([str(p) for p in written])
     else:
