@@ -86,21 +86,29 @@ def protect(
             data, recipients, random=random, cipher=options.cipher, canonical=canonical
         )
 
+    # One step per statement: each intermediate entity is released as soon as the next layer
+    # exists (a nested call would keep the innermost one alive until the end).
     if signer is not None and encrypting:
         if options.order == "sign-encrypt":
-            entity = encrypt(sign(entity))
+            entity = sign(entity)
+            entity = encrypt(entity)
         elif options.order == "encrypt-sign":
-            entity = sign(encrypt(entity, canonical=False))
+            entity = encrypt(entity, canonical=False)
+            entity = sign(entity)
         else:
-            entity = sign(encrypt(sign(entity)))
+            entity = sign(entity)
+            entity = encrypt(entity)
+            entity = sign(entity)
     elif signer is not None:
         entity = sign(entity)
     else:
         entity = encrypt(entity, canonical=False)
-    if entity.startswith(b"MIME-Version:"):  # the entity brings its own; keep exactly one
-        entity = entity[entity.index(b"\n") + 1 :]
+    # The entity brings its own MIME-Version; keep exactly one, and copy the entity only once.
+    skip = entity.index(b"\n") + 1 if entity.startswith(b"MIME-Version:") else 0
     outer = [f for f in outer if f.key != "mime-version"]
-    return b"".join(f.line() for f in outer) + b"MIME-Version: 1.0\r\n" + entity
+    return b"".join(
+        [*(f.line() for f in outer), b"MIME-Version: 1.0\r\n", memoryview(entity)[skip:]]
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,8 +151,8 @@ def certificate_label(cert: x509.Certificate) -> str:
 @dataclasses.dataclass(frozen=True)
 class OpenedMessage:
     layers: tuple[Layer, ...]
-    entity: bytes  # the innermost MIME entity (headers + body)
-    headers: headers.HeaderView
+    entity: bytes = dataclasses.field(repr=False)  # the innermost MIME entity (never shown)
+    headers: headers.HeaderView = dataclasses.field(repr=False)  # Subject is content too
 
     @property
     def encrypted(self) -> bool:
@@ -184,7 +192,7 @@ def open_message(
     Signature failures are reported in the layers (the caller decides); structural problems,
     missing keys and decryption failures raise. ``stop_after`` peels only that many layers.
     """
-    outer, _ = headers.split_message(message)
+    outer = headers.header_fields(message)  # the body is not copied
     current = message
     layers: list[Layer] = []
     while stop_after is None or len(layers) < stop_after:

@@ -16,6 +16,7 @@ for AES-GCM, the one UNIFORM_FAILURE DecryptionError for AES-CBC (timing aside, 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from collections.abc import Sequence
 
@@ -161,7 +162,12 @@ class _KeyIds:
 
 
 def _key_ids(key: DecryptionKey) -> _KeyIds:
-    cert = key.certificate
+    return _KeyIds(key, *_certificate_ids(key.certificate))
+
+
+@functools.lru_cache(maxsize=64)
+def _certificate_ids(cert: x509.Certificate) -> tuple[bytes, int, bytes | None, bool, bool]:
+    """(issuer DER, serial, SKI, is RSA, is EC): derived once per certificate, not per message."""
     try:
         ski: bytes | None = bytes(
             cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
@@ -169,8 +175,7 @@ def _key_ids(key: DecryptionKey) -> _KeyIds:
     except x509.ExtensionNotFound:
         ski = None
     public = cert.public_key()
-    return _KeyIds(
-        key,
+    return (
         cert.issuer.public_bytes(),
         cert.serial_number,
         ski,
@@ -231,6 +236,54 @@ def _select(
     )
 
 
+def _select_raw(recipient_infos: bytes, keys: Sequence[DecryptionKey]) -> tuple[_Match, int] | None:
+    """:func:`_select` for the common case, RecipientInfos that are all plain-DER
+    KeyTransRecipientInfos, matched by bytes without asn1crypto. None whenever anything is
+    unusual (other kinds, odd encodings, an issuer spelled differently, no match): the
+    asn1crypto reading then decides, with its error messages."""
+    where = "RecipientInfos"
+    try:
+        buf = memoryview(recipient_infos)
+        top = a.read_tlv(buf, 0, len(buf), where)
+        candidates: list[tuple[a.Tlv, a.Tlv, int | None, a.Tlv]] = []  # (info, rid, serial, key)
+        for info in a.children(buf, top, where):
+            if info.tag != 0x30 or info.indefinite:
+                return None
+            fields = list(a.children(buf, info, where))
+            if [f.tag for f in fields] not in ([0x02, 0x30, 0x30, 0x04], [0x02, 0x80, 0x30, 0x04]):
+                return None
+            rid = fields[1]
+            serial = None
+            if rid.tag == 0x30:
+                parts = list(a.children(buf, rid, where))
+                if [p.tag for p in parts] != [0x30, 0x02] or parts[1].end == parts[1].body:
+                    return None
+                serial = int.from_bytes(buf[parts[1].body : parts[1].end], "big", signed=True)
+                rid = parts[0]  # the issuer
+            if any(f.indefinite for f in (info, *fields, rid)):
+                return None
+            candidates.append((info, rid, serial, fields[3]))
+        for ids in [_key_ids(k) for k in keys]:  # all first, as _select does
+            if not ids.is_rsa:
+                continue
+            for info, rid, serial, encrypted_key in candidates:
+                if serial is None:  # subjectKeyIdentifier
+                    found = ids.ski is not None and buf[rid.body : rid.end] == ids.ski
+                elif serial != ids.serial:
+                    found = False
+                elif buf[rid.start : rid.next] == ids.issuer:
+                    found = True
+                else:
+                    return None  # same serial, issuer bytes differ: compare as names
+                if found:
+                    chosen = cms.RecipientInfo.load(bytes(buf[info.start : info.next]))
+                    encrypted = bytes(buf[encrypted_key.body : encrypted_key.end])
+                    return _Match(ids, chosen, encrypted), len(candidates)
+    except MalformedMessageError:
+        return None
+    return None
+
+
 # --- key recovery -----------------------------------------------------------------------------
 
 
@@ -265,7 +318,20 @@ def _oaep_transport(params: core.Asn1Value) -> KeyTransport:
 
 def _transport_of(ktri: cms.KeyTransRecipientInfo) -> KeyTransport:
     try:
-        alg = ktri["key_encryption_algorithm"]
+        der = bytes(ktri["key_encryption_algorithm"].dump())
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise MalformedMessageError(
+            f"cannot parse ({exc})", "KeyTransRecipientInfo.keyEncryptionAlgorithm"
+        ) from None
+    return _transport_of_der(der)
+
+
+@functools.lru_cache(maxsize=32)
+def _transport_of_der(der: bytes) -> KeyTransport:
+    """The key transport an AlgorithmIdentifier names; a sender writes the same few encodings
+    in every message, so each is parsed once (errors are raised, never cached)."""
+    try:
+        alg = cms.KeyEncryptionAlgorithm.load(der)
         oid = alg["algorithm"].dotted
         if oid == a.OID_RSA_ENCRYPTION:
             return KeyTransport.RSA_PKCS1V15
@@ -459,11 +525,15 @@ def decrypt_data(
         raise UsageError("no decryption key given")
     env = _parse(memoryview(der).cast("B") if isinstance(der, memoryview) else memoryview(der))
     cipher, iv, icvlen = _content_algorithm(env)
-    try:
-        recipient_infos = cms.RecipientInfos.load(env.recipient_infos)
-    except (ValueError, TypeError) as exc:
-        raise MalformedMessageError(f"cannot parse ({exc})", "RecipientInfos") from None
-    match, count = _select(recipient_infos, keys)
+    fast = _select_raw(env.recipient_infos, keys)
+    if fast is not None:
+        match, count = fast
+    else:
+        try:
+            recipient_infos = cms.RecipientInfos.load(env.recipient_infos)
+        except (ValueError, TypeError) as exc:
+            raise MalformedMessageError(f"cannot parse ({exc})", "RecipientInfos") from None
+        match, count = _select(recipient_infos, keys)
     transport: KeyTransport | None = None
     agreement: str | None = None
     if match.info.name == "ktri":

@@ -11,7 +11,8 @@ Randomness (content-encryption key, nonce/IV, ephemeral ECDH scalar) comes only 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Callable, Iterator, Sequence
 
 from asn1crypto import core
 from cryptography import x509
@@ -25,7 +26,13 @@ from caducee.core.algorithms import ContentCipher, KeyTransport
 from caducee.core.cms import envelope_asn1 as a
 from caducee.errors import PolicyError, UnsupportedAlgorithmError, UsageError
 
-__all__ = ["Recipient", "encrypt_data", "encrypt_data_view", "transport_padding"]
+__all__ = [
+    "Recipient",
+    "encrypt_data",
+    "encrypt_data_stream",
+    "encrypt_data_view",
+    "transport_padding",
+]
 
 RandomSource = Callable[[int], bytes]
 
@@ -62,26 +69,36 @@ def _take(random: RandomSource, size: int) -> bytes:
     return value
 
 
-def _ski(cert: x509.Certificate) -> bytes:
+@functools.lru_cache(maxsize=64)
+def _ski_of(cert: x509.Certificate) -> bytes | None:
     try:
         ext = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
     except x509.ExtensionNotFound:
+        return None
+    return bytes(ext.value.digest)
+
+
+def _ski(cert: x509.Certificate) -> bytes:
+    ski = _ski_of(cert)
+    if ski is None:
         raise PolicyError(
             f"certificate of {cert.subject.rfc4514_string()} has no subjectKeyIdentifier;"
             " identify this recipient by issuer and serial number"
-        ) from None
-    return bytes(ext.value.digest)
+        )
+    return ski
 
 
 def _integer(value: int) -> bytes:
     return a.der_tlv(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big", signed=True))
 
 
+@functools.lru_cache(maxsize=64)
 def _issuer_serial(cert: x509.Certificate) -> bytes:
     """DER IssuerAndSerialNumber, the issuer copied from the certificate as encoded there."""
     return a.der_tlv(0x30, cert.issuer.public_bytes() + _integer(cert.serial_number))
 
 
+@functools.lru_cache(maxsize=64)
 def _oid(oid: str) -> bytes:
     return bytes(core.ObjectIdentifier(oid).dump())
 
@@ -159,6 +176,12 @@ def _kari(
     return a.der_tlv(0xA1, body)
 
 
+@functools.lru_cache(maxsize=64)
+def _public_key(cert: x509.Certificate) -> object:
+    """The certificate's public key; certificates are immutable, the recipients recur."""
+    return cert.public_key()
+
+
 def _recipient_infos(
     recipients: Sequence[Recipient], cek: bytes, random: RandomSource
 ) -> tuple[bytes, bool]:
@@ -168,7 +191,7 @@ def _recipient_infos(
     for recipient in recipients:
         if not isinstance(recipient, Recipient):
             raise UsageError("recipients must be Recipient values")
-        public_key = recipient.certificate.public_key()
+        public_key = _public_key(recipient.certificate)
         if isinstance(public_key, rsa.RSAPublicKey):
             infos.append(_ktri(recipient, public_key, cek))
             all_v0 = all_v0 and not recipient.use_ski
@@ -183,15 +206,33 @@ def _recipient_infos(
     return a.der_tlv(0x31, b"".join(sorted(infos))), all_v0  # DER sorts SET OF
 
 
-def encrypt_data_view(
-    content: bytes | memoryview,
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """Everything written around the ciphertext, known before a byte is encrypted."""
+
+    prefix: bytes  # DER up to and including the encryptedContent header
+    ct_len: int
+    cipher: ContentCipher
+    cek: bytes
+    iv: bytes  # GCM nonce or CBC IV
+
+    @property
+    def total(self) -> int:
+        return len(self.prefix) + self.ct_len + (2 + GCM_TAG_SIZE if self.cipher.aead else 0)
+
+
+def _gcm_parameters(nonce: bytes) -> bytes:
+    """DER GCMParameters (RFC 5084 §3.2) with the ICV length written out, as asn1crypto does."""
+    return a.der_tlv(0x30, a.der_tlv(0x04, nonce) + _integer(GCM_TAG_SIZE))
+
+
+def _plan(
+    size: int,
     recipients: Sequence[Recipient],
-    *,
     random: RandomSource,
-    cipher: ContentCipher = ContentCipher.AES_256_GCM,
-    content_type: str = a.OID_DATA,
-) -> memoryview:
-    """Like :func:`encrypt_data` but returns a view of the DER in its working buffer (no copy)."""
+    cipher: ContentCipher,
+    content_type: str,
+) -> _Plan:
     if not recipients:
         raise UsageError("at least one recipient is needed to encrypt")
     if not isinstance(cipher, ContentCipher):
@@ -202,22 +243,21 @@ def encrypt_data_view(
         raise UsageError(f"invalid content type OID {content_type!r}") from None
     cek = _take(random, cipher.key_size)
     ri_der, all_v0 = _recipient_infos(recipients, cek, random)
-    size = len(content)
     if cipher.aead:
-        nonce = _take(random, GCM_NONCE_SIZE)
-        params: core.Asn1Value = a.GCMParameters({"aes_nonce": nonce, "aes_icvlen": GCM_TAG_SIZE})
+        iv = _take(random, GCM_NONCE_SIZE)
+        params = _gcm_parameters(iv)
         ct_len = size
         outer_oid = a.OID_AUTH_ENVELOPED_DATA
         version = b"\x02\x01\x00"  # AuthEnvelopedData version is always 0
         trailer_len = 2 + GCM_TAG_SIZE  # mac OCTET STRING
     else:
         iv = _take(random, AES_BLOCK)
-        params = core.OctetString(iv)
+        params = a.der_tlv(0x04, iv)
         ct_len = (size // AES_BLOCK + 1) * AES_BLOCK
         outer_oid = a.OID_ENVELOPED_DATA
         version = b"\x02\x01\x00" if all_v0 else b"\x02\x01\x02"  # RFC 5652 §6.1
         trailer_len = 0
-    alg_der = _algorithm(cipher.oid, bytes(params.dump()))
+    alg_der = _algorithm(cipher.oid, params)
     # Assemble from the inside out: only lengths are needed before encrypting.
     ct_header = a.der_header(0x80, ct_len)  # [0] IMPLICIT OCTET STRING
     eci_body_len = len(content_type_der) + len(alg_der) + len(ct_header) + ct_len
@@ -241,19 +281,73 @@ def encrypt_data_view(
             ct_header,
         )
     )
-    total = len(prefix) + ct_len + trailer_len
+    return _Plan(prefix, ct_len, cipher, cek, iv)
+
+
+#: Plaintext bytes encrypted per step when streaming (a few hundred KB stays in cache).
+STREAM_CHUNK = 1 << 18
+
+
+def encrypt_data_stream(
+    content: bytes | memoryview,
+    recipients: Sequence[Recipient],
+    *,
+    random: RandomSource,
+    cipher: ContentCipher = ContentCipher.AES_256_GCM,
+    content_type: str = a.OID_DATA,
+) -> tuple[int, Iterator[bytes]]:
+    """Like :func:`encrypt_data`, but as (total DER length, the DER in pieces in order).
+
+    The recipients are processed (and every error raised) before this returns; the pieces are
+    encrypted as they are asked for, so a caller that encodes them on the fly never holds the
+    whole ciphertext. Randomness is drawn in the same order as :func:`encrypt_data`.
+    """
+    plan = _plan(len(content), recipients, random, cipher, content_type)
+    return plan.total, _stream(plan, memoryview(content).cast("B"))
+
+
+def _stream(plan: _Plan, content: memoryview) -> Iterator[bytes]:
+    yield plan.prefix
+    size = len(content)
+    if plan.cipher.aead:
+        gcm = Cipher(algorithms.AES(plan.cek), modes.GCM(plan.iv)).encryptor()
+        for offset in range(0, size, STREAM_CHUNK):
+            yield gcm.update(content[offset : offset + STREAM_CHUNK])
+        gcm.finalize()
+        yield bytes((0x04, GCM_TAG_SIZE)) + gcm.tag
+        return
+    cbc = Cipher(algorithms.AES(plan.cek), modes.CBC(plan.iv)).encryptor()
+    whole = size - size % AES_BLOCK
+    for offset in range(0, whole, STREAM_CHUNK):
+        yield cbc.update(content[offset : min(offset + STREAM_CHUNK, whole)])
+    pad = AES_BLOCK - size % AES_BLOCK
+    yield cbc.update(bytes(content[whole:]) + bytes((pad,)) * pad) + cbc.finalize()
+
+
+def encrypt_data_view(
+    content: bytes | memoryview,
+    recipients: Sequence[Recipient],
+    *,
+    random: RandomSource,
+    cipher: ContentCipher = ContentCipher.AES_256_GCM,
+    content_type: str = a.OID_DATA,
+) -> memoryview:
+    """Like :func:`encrypt_data` but returns a view of the DER in its working buffer (no copy)."""
+    size = len(content)
+    plan = _plan(size, recipients, random, cipher, content_type)
+    prefix, ct_len, total = plan.prefix, plan.ct_len, plan.total
     # update_into wants block_size - 1 spare bytes after the data it writes.
     buf = bytearray(total + AES_BLOCK)
     view = memoryview(buf)
     view[: len(prefix)] = prefix
     start = len(prefix)
     if cipher.aead:
-        gcm = Cipher(algorithms.AES(cek), modes.GCM(nonce)).encryptor()
+        gcm = Cipher(algorithms.AES(plan.cek), modes.GCM(plan.iv)).encryptor()
         written = gcm.update_into(content, view[start:])
         gcm.finalize()
         view[start + ct_len : total] = bytes((0x04, GCM_TAG_SIZE)) + gcm.tag
     else:
-        cbc = Cipher(algorithms.AES(cek), modes.CBC(iv)).encryptor()
+        cbc = Cipher(algorithms.AES(plan.cek), modes.CBC(plan.iv)).encryptor()
         whole = size - size % AES_BLOCK
         written = cbc.update_into(memoryview(content)[:whole], view[start:])
         pad = AES_BLOCK - size % AES_BLOCK

@@ -9,6 +9,7 @@ it are handed to asn1crypto.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -264,6 +265,12 @@ def decode_oid(buf: Buffer, tlv: Tlv, where: str) -> str:
     """Dotted form of an OBJECT IDENTIFIER element."""
     expect(tlv, 0x06, where)
     try:
-        return str(core.ObjectIdentifier.load(bytes(buf[tlv.start : tlv.next])).dotted)
+        return _dotted(bytes(buf[tlv.start : tlv.next]))
     except (ValueError, TypeError) as exc:
         raise MalformedMessageError(f"bad object identifier ({exc})", where) from None
+
+
+@functools.lru_cache(maxsize=128)
+def _dotted(der: bytes) -> str:
+    """The same few OIDs come in every message: decode each once."""
+    return str(core.ObjectIdentifier.load(der).dotted)

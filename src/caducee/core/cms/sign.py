@@ -6,6 +6,7 @@ layers are written by hand around it so a 20 MB message never goes through asn1c
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -41,9 +42,15 @@ _ECDSA_WITH = {
 }
 
 
+@functools.lru_cache(maxsize=64)
+def _public_key(cert: x509.Certificate) -> object:
+    """The certificate's public key, loaded once per certificate (a signer signs many times)."""
+    return cert.public_key()
+
+
 def default_scheme(certificate: x509.Certificate) -> SignatureScheme:
     """RSA keys sign with PKCS#1 v1.5 (what every S/MIME peer reads), EC keys with ECDSA."""
-    key = certificate.public_key()
+    key = _public_key(certificate)
     if isinstance(key, rsa.RSAPublicKey):
         return SignatureScheme.RSA_PKCS1V15
     if isinstance(key, ec.EllipticCurvePublicKey):
@@ -66,7 +73,7 @@ def _check_choice(signer: SigningKey, digest: Digest, scheme: SignatureScheme) -
         raise UnsupportedAlgorithmError(
             f"{digest.label} is accepted for verifying only, not for signing", oid=digest.oid
         )
-    key = signer.certificate.public_key()
+    key = _public_key(signer.certificate)
     is_rsa = isinstance(key, rsa.RSAPublicKey)
     if is_rsa != (scheme is not SignatureScheme.ECDSA):
         kind = "an RSA" if is_rsa else "an EC"
@@ -75,9 +82,15 @@ def _check_choice(signer: SigningKey, digest: Digest, scheme: SignatureScheme) -
         raise UnsupportedAlgorithmError(f"this signing key does not offer {scheme.value}")
 
 
+@functools.lru_cache(maxsize=64)
 def _issuer_and_serial(cert: x509.Certificate) -> bytes:
     serial = bytes(core.Integer(cert.serial_number).dump())
     return tlv(0x30, cert.issuer.public_bytes(), serial)
+
+
+@functools.lru_cache(maxsize=64)
+def _cert_der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
 
 
 def sign_data_parts(
@@ -128,9 +141,9 @@ def sign_data_parts(
         _signature_algorithm(scheme, digest),
         tlv(0x04, signature),
     )
-    cert_ders = [cert.public_bytes(serialization.Encoding.DER)]
+    cert_ders = [_cert_der(cert)]
     for extra in extra_certificates:
-        der = extra.public_bytes(serialization.Encoding.DER)
+        der = _cert_der(extra)
         if der not in cert_ders:
             cert_ders.append(der)
 

@@ -13,6 +13,7 @@ their dotted OID so a name map built before that import cannot bite.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import NamedTuple
 
@@ -72,6 +73,7 @@ def tlv_parts(tag: int, parts: list[bytes]) -> list[bytes]:
     return [bytes((tag,)) + der_length(sum(len(p) for p in parts)), *parts]
 
 
+@functools.lru_cache(maxsize=128)
 def der_oid(dotted: str) -> bytes:
     return bytes(core.ObjectIdentifier(dotted).dump())
 
@@ -171,9 +173,15 @@ def expect(element: Tlv, tag: int, where: str, what: str) -> Tlv:
 def read_oid(buf: bytes, element: Tlv, where: str) -> str:
     expect(element, 0x06, where, "an OBJECT IDENTIFIER")
     try:
-        return str(core.ObjectIdentifier.load(bytes(buf[element.start : element.end])).dotted)
+        return _dotted(bytes(buf[element.start : element.end]))
     except (ValueError, TypeError) as exc:
         raise MalformedMessageError(f"bad OBJECT IDENTIFIER ({exc})", where) from None
+
+
+@functools.lru_cache(maxsize=128)
+def _dotted(der: bytes) -> str:
+    """The same few OIDs come in every message: decode each once."""
+    return str(core.ObjectIdentifier.load(der).dotted)
 
 
 def octet_segments(buf: bytes, element: Tlv, where: str, depth: int = 0) -> list[tuple[int, int]]:
@@ -198,13 +206,16 @@ def _attribute(oid: str, value_der: bytes) -> bytes:
 def _time_der(when: datetime) -> bytes:
     when = when.astimezone(UTC).replace(microsecond=0)
     # RFC 5652 §11.3: UTCTime for 1950-2049, GeneralizedTime otherwise.
-    choice = "utc_time" if 1950 <= when.year < 2050 else "generalized_time"
-    return bytes(cms.Time({choice: when}).dump())
+    if 1950 <= when.year < 2050:
+        return tlv(0x17, when.strftime("%y%m%d%H%M%SZ").encode("ascii"))  # as asn1crypto writes
+    return bytes(cms.Time({"generalized_time": when}).dump())
 
 
+@functools.lru_cache(maxsize=64)
 def ess_cert_id_v2(cert: x509.Certificate) -> bytes:
     """ESSCertIDv2 (RFC 5035) with SHA-256 (the default, so the algorithm is omitted) and
-    issuerSerial."""
+    issuerSerial. Cached per certificate: building it with asn1crypto costs more than the
+    RSA signature of a small message, and a signer signs many messages."""
     cert_der = cert.public_bytes(serialization.Encoding.DER)
     h = hashes.Hash(hashes.SHA256())
     h.update(cert_der)

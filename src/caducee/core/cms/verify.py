@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from asn1crypto import cms, core
+from asn1crypto import algos, cms, core
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -215,19 +216,33 @@ class _CertPool:
 
     def __init__(self, certs: Sequence[x509.Certificate]) -> None:
         self._entries: list[tuple[x509.Certificate, asn1_x509.Name, int, bytes | None]] = []
+        self._issuers: list[bytes] = []  # DER of each entry's issuer, for byte comparison
         for cert in certs:
-            try:
-                ski: bytes | None = cert.extensions.get_extension_for_class(
-                    x509.SubjectKeyIdentifier
-                ).value.digest
-            except (x509.ExtensionNotFound, x509.DuplicateExtension, ValueError):
-                ski = None
-            try:
-                issuer = asn1_x509.Name.load(cert.issuer.public_bytes())
-                serial = cert.serial_number
-            except ValueError:
-                continue
-            self._entries.append((cert, issuer, serial, ski))
+            ids = _pool_ids(cert)
+            if ids is not None:
+                self._entries.append((cert, *ids[:3]))
+                self._issuers.append(ids[3])
+
+    def find_raw(self, der: bytes, sid: Tlv) -> x509.Certificate | bool | None:
+        """Like :meth:`find` for a DER SignerIdentifier at ``sid``, without asn1crypto; False
+        when only :meth:`find` can tell (an issuer spelled differently, odd encodings)."""
+        if sid.tag == 0x80:  # [0] IMPLICIT SubjectKeyIdentifier
+            wanted = der[sid.cstart : sid.cend]
+            return next((c for c, _, _, ski in self._entries if ski == wanted), None)
+        parts = children(der, sid, "SignerIdentifier")
+        if len(parts) != 2 or parts[0].tag != 0x30 or parts[1].tag != 0x02:
+            return False
+        issuer, number = parts
+        if number.cend == number.cstart or issuer.end != issuer.cend:
+            return False
+        serial = int.from_bytes(der[number.cstart : number.cend], "big", signed=True)
+        issuer_der = der[issuer.start : issuer.end]
+        for (cert, _, cert_serial, _), cert_issuer in zip(
+            self._entries, self._issuers, strict=True
+        ):
+            if cert_serial == serial:
+                return cert if cert_issuer == issuer_der else False
+        return None
 
     def find(self, sid: cms.SignerIdentifier) -> x509.Certificate | None:
         if sid.name == "subject_key_identifier":
@@ -245,7 +260,33 @@ class _CertPool:
         return None
 
 
+@functools.lru_cache(maxsize=64)
+def _pool_ids(cert: x509.Certificate) -> tuple[asn1_x509.Name, int, bytes | None, bytes] | None:
+    """(issuer, serial, SKI, issuer DER) of a certificate, derived once per certificate (the
+    same signers and CAs come back message after message); None for one we cannot index."""
+    try:
+        ski: bytes | None = cert.extensions.get_extension_for_class(
+            x509.SubjectKeyIdentifier
+        ).value.digest
+    except (x509.ExtensionNotFound, x509.DuplicateExtension, ValueError):
+        ski = None
+    try:
+        issuer_der = cert.issuer.public_bytes()
+        issuer = asn1_x509.Name.load(issuer_der)
+        serial = cert.serial_number
+    except ValueError:
+        return None
+    return issuer, serial, ski, issuer_der
+
+
 def _describe_sid(sid: cms.SignerIdentifier) -> str:
+    return _describe_sid_der(bytes(sid.dump()))
+
+
+@functools.lru_cache(maxsize=64)
+def _describe_sid_der(der: bytes) -> str:
+    """Text naming a SignerIdentifier; the issuer's readable form is slow to build."""
+    sid = cms.SignerIdentifier.load(der)
     if sid.name == "subject_key_identifier":
         return f"subject key identifier {bytes(sid.chosen.native).hex()}"
     issuer = sid.chosen["issuer"].human_friendly
@@ -258,10 +299,17 @@ def _load_certificates(der: bytes, elements: list[Tlv]) -> list[x509.Certificate
         if element.tag != 0x30:  # attribute certificates and other formats
             continue
         try:
-            out.append(x509.load_der_x509_certificate(der[element.start : element.end]))
+            out.append(_load_certificate(der[element.start : element.end]))
         except (ValueError, x509.InvalidVersion):
             continue  # a certificate we cannot read cannot be the signer's either
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def _load_certificate(der: bytes) -> x509.Certificate:
+    """Certificates are immutable: a sender's certificate, met in each of its messages, is
+    loaded once."""
+    return x509.load_der_x509_certificate(der)
 
 
 # -- algorithms ---------------------------------------------------------------------------------
@@ -317,7 +365,7 @@ def _signature_holds(
 ) -> str | None:
     """None when the signature holds, else the reason."""
     try:
-        key = cert.public_key()
+        key = _public_key(cert)
     except (ValueError, TypeError, UnsupportedAlgorithm):
         return "the signer certificate's public key cannot be read"
     prehashed = utils.Prehashed(digest.hash())
@@ -362,39 +410,23 @@ def _single(attr: Any, name: str) -> Any:
     return values[0]
 
 
-def _read_attrs(signed_attrs: Any, where: str) -> _Attrs:
+def _read_attrs(attr_ders: Iterable[bytes], where: str) -> _Attrs:
     covered: list[str] = []
     seen: set[str] = set()
     found: dict[str, Any] = {}
     ess: list[tuple[Digest, bytes]] = []
     problem = None
-    for attr in signed_attrs:
-        oid = attr["type"].dotted
+    for attr_der in attr_ders:
+        oid, value = _read_attr(attr_der, where)
         name = ATTRIBUTE_NAMES.get(oid, oid)
         covered.append(name)
         if oid in seen:
             problem = f"signed attribute {name} appears more than once"
         seen.add(oid)
-        try:
-            if oid == OID_CONTENT_TYPE:
-                found[oid] = _single(attr, name).dotted
-            elif oid == OID_MESSAGE_DIGEST:
-                found[oid] = bytes(_single(attr, name).native)
-            elif oid == OID_SIGNING_TIME:
-                found[oid] = _single(attr, name).native
-            elif oid == OID_SMIME_CAPABILITIES:
-                found[oid] = Capabilities.from_asn1(_single(attr, name))
-            elif oid in (OID_SIGNING_CERTIFICATE, OID_SIGNING_CERTIFICATE_V2):
-                first = _single(attr, name)["certs"][0]
-                if oid == OID_SIGNING_CERTIFICATE:
-                    ess.append((Digest.SHA1, bytes(first["cert_hash"].native)))
-                else:
-                    hash_oid = first["hash_algorithm"]["algorithm"].dotted
-                    ess.append((_digest(hash_oid, where), bytes(first["cert_hash"].native)))
-        except (CaduceeError, *_ASN1_ERRORS) as exc:
-            if isinstance(exc, UnsupportedAlgorithmError):
-                raise
-            raise MalformedMessageError(f"bad {name} attribute", f"{where}.{name}") from None
+        if oid in (OID_SIGNING_CERTIFICATE, OID_SIGNING_CERTIFICATE_V2):
+            ess.append(value)
+        elif value is not None:
+            found[oid] = value
     if OID_CONTENT_TYPE not in found or OID_MESSAGE_DIGEST not in found:
         problem = problem or "signed attributes lack contentType or messageDigest"
     return _Attrs(
@@ -408,27 +440,137 @@ def _read_attrs(signed_attrs: Any, where: str) -> _Attrs:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _read_attr(attr_der: bytes, where: str) -> tuple[str, Any]:
+    """(type OID, value read) of one signed attribute. Cached on its DER: contentType,
+    signingCertificateV2 and smimeCapabilities are the same in every message of a signer, and
+    asn1crypto takes longer to read them than the signature takes to check. The values are
+    immutable; errors are raised, never cached."""
+    attr = cms.CMSAttribute.load(attr_der)
+    oid = attr["type"].dotted
+    name = ATTRIBUTE_NAMES.get(oid, oid)
+    try:
+        if oid == OID_CONTENT_TYPE:
+            return oid, _single(attr, name).dotted
+        if oid == OID_MESSAGE_DIGEST:
+            return oid, bytes(_single(attr, name).native)
+        if oid == OID_SIGNING_TIME:
+            return oid, _single(attr, name).native
+        if oid == OID_SMIME_CAPABILITIES:
+            return oid, Capabilities.from_asn1(_single(attr, name))
+        if oid in (OID_SIGNING_CERTIFICATE, OID_SIGNING_CERTIFICATE_V2):
+            first = _single(attr, name)["certs"][0]
+            if oid == OID_SIGNING_CERTIFICATE:
+                return oid, (Digest.SHA1, bytes(first["cert_hash"].native))
+            hash_oid = first["hash_algorithm"]["algorithm"].dotted
+            return oid, (_digest(hash_oid, where), bytes(first["cert_hash"].native))
+    except (CaduceeError, *_ASN1_ERRORS) as exc:
+        if isinstance(exc, UnsupportedAlgorithmError):
+            raise
+        raise MalformedMessageError(f"bad {name} attribute", f"{where}.{name}") from None
+    return oid, None
+
+
 def _ess_problem(cert: x509.Certificate, ess: list[tuple[Digest, bytes]]) -> str | None:
-    der = cert.public_bytes(Encoding.DER)
     for algorithm, expected in ess:
-        h = hashes.Hash(algorithm.hash())
-        h.update(der)
-        if h.finalize() != expected:
+        if _certificate_hash(cert, algorithm) != expected:
             return "signing certificate attribute does not match the signer certificate"
     return None
+
+
+@functools.lru_cache(maxsize=64)
+def _certificate_hash(cert: x509.Certificate, algorithm: Digest) -> bytes:
+    h = hashes.Hash(algorithm.hash())
+    h.update(cert.public_bytes(Encoding.DER))
+    return h.finalize()
+
+
+@functools.lru_cache(maxsize=64)
+def _public_key(cert: x509.Certificate) -> Any:
+    return cert.public_key()
 
 
 # -- per signer ---------------------------------------------------------------------------------
 
 
-def _check_signer(
-    der: bytes,
-    element: Tlv,
-    where: str,
-    content_type: str,
-    content_digest: Callable[[Digest], bytes],
-    pool: _CertPool,
-) -> SignerReport:
+class _SignerFields(NamedTuple):
+    signer_id: str
+    digest: Digest
+    alg: _SigAlg
+    signature: bytes
+    attrs_der: bytes  # the signed attributes as a SET, what the signature covers
+    attrs: _Attrs | None
+    cert: x509.Certificate | None
+
+
+def _signer_fields_raw(
+    der: bytes, element: Tlv, where: str, pool: _CertPool
+) -> _SignerFields | None:
+    """The SignerInfo read with the bounded DER walker and per-DER caches (the algorithm
+    identifiers and most attributes are the same in every message of a signer). None when it
+    is not plain DER of the expected shape, or anything is wrong: the asn1crypto reading then
+    decides, with its error messages."""
+    try:
+        fields = children(der, element, where)
+        if not 5 <= len(fields) <= 7 or any(f.end != f.cend for f in fields):
+            return None  # indefinite lengths, missing or extra fields
+        version, sid, digest_alg = fields[:3]
+        index = 3
+        attrs_tlv = None
+        if fields[3].tag == 0xA0:
+            attrs_tlv = fields[3]
+            index = 4
+        if len(fields) < index + 2 or len(fields) > index + 3:
+            return None
+        sig_alg, signature = fields[index], fields[index + 1]
+        if (
+            version.tag != 0x02
+            or sid.tag not in (0x30, 0x80)
+            or digest_alg.tag != 0x30
+            or sig_alg.tag != 0x30
+            or signature.tag != 0x04
+            or any(f.tag != 0xA1 for f in fields[index + 2 :])
+        ):
+            return None
+        cert = pool.find_raw(der, sid)
+        if cert is False:
+            return None
+        assert cert is None or isinstance(cert, x509.Certificate)
+        digest = _digest_of(der[digest_alg.start : digest_alg.end], where)
+        alg = _signature_algorithm_of(der[sig_alg.start : sig_alg.end], where)
+        attrs = None
+        attrs_der = b""
+        if attrs_tlv is not None:
+            body = der[attrs_tlv.cstart : attrs_tlv.cend]
+            attrs_der = b"\x31" + der_length(len(body)) + body  # signed as a SET (RFC 5652 5.4)
+            elements = children(der, attrs_tlv, where)
+            if any(t.end != t.cend for t in elements):
+                return None
+            attrs = _read_attrs((der[t.start : t.end] for t in elements), where + ".signedAttrs")
+        return _SignerFields(
+            _describe_sid_der(der[sid.start : sid.end]),
+            digest,
+            alg,
+            der[signature.cstart : signature.cend],
+            attrs_der,
+            attrs,
+            cert,
+        )
+    except (CaduceeError, *_ASN1_ERRORS):
+        return None
+
+
+@functools.lru_cache(maxsize=32)
+def _digest_of(der: bytes, where: str) -> Digest:
+    return _digest(algos.DigestAlgorithm.load(der)["algorithm"].dotted, where)
+
+
+@functools.lru_cache(maxsize=32)
+def _signature_algorithm_of(der: bytes, where: str) -> _SigAlg:
+    return _signature_algorithm(algos.SignedDigestAlgorithm.load(der), where)
+
+
+def _signer_fields(der: bytes, element: Tlv, where: str, pool: _CertPool) -> _SignerFields:
     try:
         si = cms.SignerInfo.load(der[element.start : element.end])
         sid = si["sid"]
@@ -444,13 +586,32 @@ def _check_signer(
             # a structure whose children were parsed, which costs more than the whole signature.
             body = bytes(signed_attrs.contents)
             attrs_der = b"\x31" + der_length(len(body)) + body  # signed as a SET (RFC 5652 §5.4)
-        attrs = _read_attrs(signed_attrs, where + ".signedAttrs") if has_attrs else None
+        attrs = (
+            _read_attrs((bytes(a.dump()) for a in signed_attrs), where + ".signedAttrs")
+            if has_attrs
+            else None
+        )
         cert = pool.find(sid)
     except (UnsupportedAlgorithmError, MalformedMessageError):
         raise
     except _ASN1_ERRORS as exc:
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise MalformedMessageError(f"cannot parse the SignerInfo ({first_line})", where) from None
+    return _SignerFields(signer_id, digest, alg, signature, attrs_der, attrs, cert)
+
+
+def _check_signer(
+    der: bytes,
+    element: Tlv,
+    where: str,
+    content_type: str,
+    content_digest: Callable[[Digest], bytes],
+    pool: _CertPool,
+) -> SignerReport:
+    fields = _signer_fields_raw(der, element, where, pool) or _signer_fields(
+        der, element, where, pool
+    )
+    signer_id, digest, alg, signature, attrs_der, attrs, cert = fields
 
     def report(error: str | None) -> SignerReport:
         return SignerReport(

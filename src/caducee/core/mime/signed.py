@@ -8,21 +8,20 @@ pass over the whole message.
 from __future__ import annotations
 
 import binascii
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from email.message import Message
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 
-from asn1crypto import cms
 from cryptography import x509
 
 from caducee.core.algorithms import Digest, SignatureScheme
 from caducee.core.capabilities import Capabilities
 from caducee.core.cms.sign import sign_data_parts
-from caducee.core.cms.sign_attrs import OID_MESSAGE_DIGEST, read_tlv
+from caducee.core.cms.sign_attrs import OID_MESSAGE_DIGEST, children, der_oid, read_tlv
 from caducee.core.cms.verify import ERR_DIGEST, SignedReport, verify_signed_data
 from caducee.core.mime.canon import to_crlf
+from caducee.core.mime.headers import MimeHeaders, read_mime_headers
 from caducee.errors import MalformedMessageError
 from caducee.keys.api import SigningKey
 
@@ -77,11 +76,21 @@ def _micalg(digest: Digest) -> str:
 
 def _message_digest(der: bytes) -> bytes:
     """The messageDigest attribute of our (small, detached) SignedData: the content's digest,
-    so the boundary is derived from the content without hashing it a second time."""
-    signer_info = cms.ContentInfo.load(der)["content"]["signer_infos"][0]
-    for attr in signer_info["signed_attrs"]:
-        if attr["type"].dotted == OID_MESSAGE_DIGEST:
-            return bytes(attr["values"][0].native)
+    so the boundary is derived from the content without hashing it a second time. Walked by
+    hand: asn1crypto would parse the whole SignerInfo for one attribute."""
+    where = "SignedData"
+    ci = read_tlv(der, 0, len(der), where)
+    signed_data = children(der, children(der, ci, where)[1], where)[0]
+    signer_info = children(der, children(der, signed_data, where)[-1], where)[0]
+    wanted = der_oid(OID_MESSAGE_DIGEST)
+    for field in children(der, signer_info, where):
+        if field.tag != 0xA0:  # [0] IMPLICIT signedAttrs
+            continue
+        for attr in children(der, field, where):
+            oid, values = children(der, attr, where)
+            if der[oid.start : oid.end] == wanted:
+                value = children(der, values, where)[0]
+                return der[value.cstart : value.cend]
     raise AssertionError("sign_data always writes messageDigest")  # pragma: no cover
 
 
@@ -161,7 +170,7 @@ def sign_mime(
 # -- reading ------------------------------------------------------------------------------------
 
 
-def _split_headers(data: bytes) -> tuple[Message, int]:
+def _split_headers(data: bytes) -> tuple[Message | MimeHeaders, int]:
     """Parse the header block; returns the headers and the offset of the body."""
     crlf = data.find(b"\n\r\n")
     lf = data.find(b"\n\n", 0, len(data) if crlf < 0 else crlf + 2)  # no scan of a big body
@@ -173,22 +182,31 @@ def _split_headers(data: bytes) -> tuple[Message, int]:
         body = header_end + (2 if data[header_end : header_end + 2] == b"\r\n" else 1)
     else:
         header_end = body = len(data)
+    return _parse_headers(bytes(data[:header_end])), body
+
+
+@functools.lru_cache(maxsize=32)
+def _parse_headers(head: bytes) -> Message | MimeHeaders:
+    """The header block parsed once: ``is_signed_mime``, ``verify_mime`` and the message layer
+    look at the same headers several times per message. Callers only read the result."""
     try:
-        headers = BytesHeaderParser(policy=compat32).parsebytes(data[:header_end])
+        return read_mime_headers(head)
     except (ValueError, TypeError, LookupError) as exc:
         raise MalformedMessageError(f"cannot parse the headers ({exc})", "MIME headers") from None
-    return headers, body
 
 
-def _param(headers: Message, name: str) -> str:
+def _param(headers: Message | MimeHeaders, name: str) -> str:
     value = headers.get_param(name, "", header="content-type")
     if isinstance(value, tuple):  # RFC 2231 encoded
         value = value[2]
     return str(value).strip().lower()
 
 
-def _kind(headers: Message) -> str | None:
-    """Say "detached", "opaque" or None (not a signed S/MIME entity)."""
+@functools.lru_cache(maxsize=32)
+def _kind(headers: Message | MimeHeaders) -> str | None:
+    """Say "detached", "opaque" or None (not a signed S/MIME entity).
+
+    Cached on the (cached, never modified) header object: the message layer asks twice."""
     ctype = headers.get_content_type()
     if ctype == "multipart/signed":
         protocol = _param(headers, "protocol")
@@ -261,7 +279,9 @@ def _decode_cms(part: bytes, where: str) -> bytes:
     return raw[: element.end]
 
 
-def _multipart_parts(message: bytes, headers: Message, body: int) -> tuple[bytes, bytes]:
+def _multipart_parts(
+    message: bytes, headers: Message | MimeHeaders, body: int
+) -> tuple[bytes, bytes]:
     boundary = headers.get_boundary()
     if not boundary:
         raise MalformedMessageError("multipart/signed without a boundary", "Content-Type")
