@@ -409,7 +409,11 @@ class Agent:
                 )
             recipients = choice.recipients
             options = ProtectOptions(cipher=choice.cipher)
-        options = dataclasses.replace(options, capabilities=self._own_capabilities())
+        # Everything the agent protects is written by the email package with policy.SMTP (or is
+        # an MDN built with CRLF): canonical already, so the signer skips its check.
+        options = dataclasses.replace(
+            options, capabilities=self._own_capabilities(), canonical=True
+        )
         return protect(
             mime,
             signer=signer,

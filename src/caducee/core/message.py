@@ -41,6 +41,9 @@ class ProtectOptions:
     header_protection: bool = True
     order: Order = "sign-encrypt"
     extra_certificates: tuple[x509.Certificate, ...] = ()
+    #: The message is canonical MIME already (CRLF everywhere, as the ``email`` package writes
+    #: it with ``policy.SMTP``): skip the check, which costs two passes over a large message.
+    canonical: bool = False
 
 
 def protect(
@@ -79,6 +82,7 @@ def protect(
             scheme=options.scheme,
             capabilities=options.capabilities,
             extra_certificates=options.extra_certificates,
+            canonical=options.canonical,
         )
 
     def encrypt(data: bytes, canonical: bool = True) -> bytes:
@@ -93,7 +97,7 @@ def protect(
             entity = sign(entity)
             entity = encrypt(entity)
         elif options.order == "encrypt-sign":
-            entity = encrypt(entity, canonical=False)
+            entity = encrypt(entity, canonical=options.canonical)
             entity = sign(entity)
         else:
             entity = sign(entity)
@@ -102,7 +106,7 @@ def protect(
     elif signer is not None:
         entity = sign(entity)
     else:
-        entity = encrypt(entity, canonical=False)
+        entity = encrypt(entity, canonical=options.canonical)
     # The entity brings its own MIME-Version; keep exactly one, and copy the entity only once.
     skip = entity.index(b"\n") + 1 if entity.startswith(b"MIME-Version:") else 0
     outer = [f for f in outer if f.key != "mime-version"]

@@ -113,15 +113,19 @@ def sign_mime(
     scheme: SignatureScheme | None = None,
     capabilities: Capabilities | None = None,
     extra_certificates: Sequence[x509.Certificate] = (),
+    canonical: bool = False,
 ) -> bytes:
     """Sign a full MIME entity (headers and body), returned as a CRLF MIME entity.
 
     The result carries ``MIME-Version`` and the ``Content-*`` headers only; the caller adds the
-    message headers (From, To, Date, Subject...).
+    message headers (From, To, Date, Subject...). The entity is put in canonical form (CRLF)
+    first, unless the caller says it already is (``canonical=True``: e.g. written by the
+    ``email`` package with ``policy.SMTP``); the check costs two passes over a large entity.
     """
-    canonical = to_crlf(entity)
+    if not canonical:
+        entity = to_crlf(entity)
     parts = sign_data_parts(
-        canonical,
+        entity,
         signer,
         signing_time=signing_time,
         digest=digest,
@@ -143,7 +147,7 @@ def sign_mime(
             )
         )
     der = b"".join(parts)  # small: the content is not in it
-    boundary = _boundary(canonical, _message_digest(der))
+    boundary = _boundary(entity, _message_digest(der))
     delimiter = b"--" + boundary
     return b"".join(
         (
@@ -155,7 +159,7 @@ def sign_mime(
             + b'"\r\n\r\nThis is a cryptographically signed message in MIME format.\r\n\r\n'
             + delimiter
             + _CRLF,
-            canonical,
+            entity,
             _CRLF + delimiter + _CRLF,
             b'Content-Type: application/pkcs7-signature; name="smime.p7s"\r\n'
             b"Content-Transfer-Encoding: base64\r\n"
