@@ -42,7 +42,7 @@ pass_option = click.option(
 )
 
 
-def _passphrase(source: pathlib.Path | None, *, confirm: bool = False, what: str = "CA") -> bytes:
+def ca_passphrase(source: pathlib.Path | None, *, confirm: bool = False, what: str = "CA") -> bytes:
     if source is not None:
         lines = source.read_bytes().splitlines()
         value = lines[0] if lines else b""
@@ -62,7 +62,7 @@ def _open_signing(
 ) -> CertificateAuthority:
     """Open the CA with its key: from a token when ``key_uri`` is given, else the key file."""
     if key_uri is None:
-        return CertificateAuthority.open(ca_dir, passphrase=_passphrase(pass_source))
+        return CertificateAuthority.open(ca_dir, passphrase=ca_passphrase(pass_source))
     from caducee.keys.open import open_key
     from caducee.pki.signer import SigningKeyCASigner
 
@@ -165,9 +165,9 @@ def init(
     )
     parent_ca = None
     if parent is not None:
-        parent_pass = _passphrase(parent_pass_source, what="parent CA")
+        parent_pass = ca_passphrase(parent_pass_source, what="parent CA")
         parent_ca = CertificateAuthority.open(parent, passphrase=parent_pass)
-    passphrase = _passphrase(pass_source, confirm=True)
+    passphrase = ca_passphrase(pass_source, confirm=True)
     key = generate_ca_key(key_type)
     if parent_ca is None:
         ca = CertificateAuthority.init_root(
@@ -219,7 +219,7 @@ def request(
     )
     csr = CertificateAuthority.request(
         ca_dir, config, key=generate_ca_key(key_type),
-        passphrase=_passphrase(pass_source, confirm=True),
+        passphrase=ca_passphrase(pass_source, confirm=True),
         organisation=organisation, country=country,
     )  # fmt: skip
     out.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
@@ -462,7 +462,7 @@ def serve(
     if ocsp:
         for ca_dir in ca_dirs:
             if CertificateAuthority.open(ca_dir).config.ocsp_url:
-                ca = CertificateAuthority.open(ca_dir, passphrase=_passphrase(pass_source))
+                ca = CertificateAuthority.open(ca_dir, passphrase=ca_passphrase(pass_source))
                 responders.append(OcspResponder(ca))
         if not responders:
             raise UsageError("--ocsp: none of these CAs has an ocsp_url")
@@ -470,7 +470,7 @@ def serve(
     if renew_crls:
         from caducee.pki.schedule import CrlScheduler
 
-        cas = [CertificateAuthority.open(d, passphrase=_passphrase(pass_source)) for d in ca_dirs]
+        cas = [CertificateAuthority.open(d, passphrase=ca_passphrase(pass_source)) for d in ca_dirs]
         scheduler = CrlScheduler(cas)
     try:
         server = make_server(ca_dirs, host, port, quiet=False, responders=responders)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from caducee import devpki
@@ -26,7 +27,7 @@ from caducee.card import (
     unblock_pin,
 )
 from caducee.card.devissuer import devpki_issuer, load_test_ca
-from caducee.card.issue import IssuedCard, check_keystore_target
+from caducee.card.issue import CertificateIssuer, IssuedCard, check_keystore_target
 from caducee.errors import ConfigError, UsageError
 from caducee.keys.open import read_pin_file
 from caducee.keys.pkcs11 import Pkcs11Module, TokenInfo, default_module_path
@@ -323,6 +324,33 @@ def issue_command(
         ca = load_test_ca(_read(ca_cert, "CA certificate"), _read(ca_key, "CA key"))
     else:
         ca = devpki.make_ca("caducee throw-away card CA")
+    issued = _issue(
+        module_path, label, kind, keystore, so_pin_source, pin_source, cert_out, email,
+        issuer=lambda _module: devpki_issuer(ca, email, name),
+        ca_certificate=ca.certificate, ca_file="test-ca.pem",
+    )  # fmt: skip
+    click.echo("certificates are TEST certificates - not for production")
+    if not ca_cert:
+        kept = f"its certificate is in {cert_out}/test-ca.pem" if cert_out else "not kept"
+        click.echo(f"issued by a throw-away TEST CA ({kept})")
+    _echo_escrow(issued)
+
+
+def _issue(
+    module_path: str | None,
+    label: str,
+    kind: str,
+    keystore: pathlib.Path | None,
+    so_pin_source: str | None,
+    pin_source: str | None,
+    cert_out: str | None,
+    email: str,
+    *,
+    issuer: Callable[[Pkcs11Module], CertificateIssuer],
+    ca_certificate: x509.Certificate,
+    ca_file: str,
+) -> IssuedCard:
+    """Ask the new PINs, initialise the card, put its keys and certificates on it, report."""
     so_pin = _pin(so_pin_source, "CADUCEE_SO_PIN", "New SO PIN (PUK)", confirm=True)
     user_pin = _pin(pin_source, "CADUCEE_PIN", "New PIN", confirm=True)
     with _open_module(module_path) as module:
@@ -331,7 +359,7 @@ def issue_command(
             label=label,
             so_pin=so_pin,
             user_pin=user_pin,
-            issuer=devpki_issuer(ca, email, name),
+            issuer=issuer(module),
             kind=kind,  # type: ignore[arg-type]
             **_mode_arguments(keystore),
         )
@@ -341,14 +369,10 @@ def issue_command(
         out = pathlib.Path(cert_out)
         _write_public(out / "signature.pem", issued.signature_certificate.public_bytes(pem))
         _write_public(out / "encryption.pem", issued.encryption_certificate.public_bytes(pem))
-        _write_public(out / "test-ca.pem", ca.certificate.public_bytes(pem))
+        _write_public(out / ca_file, ca_certificate.public_bytes(pem))
     click.echo(f"card {label!r} issued for {email} (serial {issued.token.serial})")
     _echo_keys(issued)
-    click.echo("certificates are TEST certificates - not for production")
-    if not ca_cert:
-        kept = f"its certificate is in {cert_out}/test-ca.pem" if cert_out else "not kept"
-        click.echo(f"issued by a throw-away TEST CA ({kept})")
-    _echo_escrow(issued)
+    return issued
 
 
 def _keystore_target(mode: str, path: str | None, cert_out: str | None) -> pathlib.Path | None:
@@ -404,7 +428,7 @@ def _issue_from_operator(
     *,
     keystore: pathlib.Path | None = None,
 ) -> None:
-    from caducee.cli.ca import _passphrase
+    from caducee.cli.ca import ca_passphrase
     from caducee.keys.pkcs11 import token_capabilities
     from caducee.pki import CertificateAuthority, ProfessionalIdentity
 
@@ -414,37 +438,22 @@ def _issue_from_operator(
         given_name, surname, email, professional_id, profession, organisation
     )
     source = pathlib.Path(ca_pass_source) if ca_pass_source else None
-    ca = CertificateAuthority.open(pathlib.Path(ca_dir), passphrase=_passphrase(source))
-    so_pin = _pin(so_pin_source, "CADUCEE_SO_PIN", "New SO PIN (PUK)", confirm=True)
-    user_pin = _pin(pin_source, "CADUCEE_PIN", "New PIN", confirm=True)
-    with _open_module(module_path) as module:
+    ca = CertificateAuthority.open(pathlib.Path(ca_dir), passphrase=ca_passphrase(source))
+
+    def issuer(module: Pkcs11Module) -> CertificateIssuer:
         # Written in the encryption certificate (RFC 4262): what this kind of card decrypts.
         # A keystore key is a software key: it decrypts everything, the CA's default applies.
+        if keystore is not None:
+            return ca.issuer_for(identity)
         slot = module.free_slot()
         info = module.token_info(slot)
-        capabilities = (
-            None
-            if keystore is not None
-            else token_capabilities(module.mechanisms(slot), info.manufacturer)
-        )
-        issued = issue_card(
-            module,
-            label=label,
-            so_pin=so_pin,
-            user_pin=user_pin,
-            issuer=ca.issuer_for(identity, capabilities=capabilities),
-            kind=kind,  # type: ignore[arg-type]
-            **_mode_arguments(keystore),
-        )
-    del so_pin, user_pin
-    pem = serialization.Encoding.PEM
-    if cert_out:
-        out = pathlib.Path(cert_out)
-        _write_public(out / "signature.pem", issued.signature_certificate.public_bytes(pem))
-        _write_public(out / "encryption.pem", issued.encryption_certificate.public_bytes(pem))
-        _write_public(out / "ca.pem", ca.certificate.public_bytes(pem))
-    click.echo(f"card {label!r} issued for {email} (serial {issued.token.serial})")
-    _echo_keys(issued)
+        caps = token_capabilities(module.mechanisms(slot), info.manufacturer)
+        return ca.issuer_for(identity, capabilities=caps)
+
+    issued = _issue(
+        module_path, label, kind, keystore, so_pin_source, pin_source, cert_out, email,
+        issuer=issuer, ca_certificate=ca.certificate, ca_file="ca.pem",
+    )  # fmt: skip
     click.echo(f"certificates issued by {ca.certificate.subject.rfc4514_string()}")
     _echo_escrow(issued)
 
