@@ -9,7 +9,7 @@ from asn1crypto import cms
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from caducee.core.algorithms import ContentCipher
-from caducee.core.cms import envelope_asn1 as a
+from caducee.core.cms import der as a
 from caducee.core.cms.decrypt import decrypt_data
 from caducee.core.cms.envelope import Recipient, encrypt_data
 from caducee.errors import IntegrityError
@@ -40,7 +40,7 @@ def _to_ber(der: bytes, chunk: int) -> bytes:
     def walk(tlv: a.Tlv, depth: int) -> bytes:
         if tlv.tag == 0x80:  # [0] IMPLICIT OCTET STRING: make it constructed, chunked
             body = bytes(buf[tlv.body : tlv.end])
-            pieces = [a.der_tlv(0x04, body[i : i + chunk]) for i in range(0, len(body), chunk)]
+            pieces = [a.tlv(0x04, body[i : i + chunk]) for i in range(0, len(body), chunk)]
             return b"\xa0\x80" + b"".join(pieces) + b"\x00\x00"
         if tlv.constructed and depth < 4:
             inner = b"".join(walk(c, depth + 1) for c in a.children(buf, tlv, "test"))

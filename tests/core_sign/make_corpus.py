@@ -17,15 +17,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from caducee import devpki
+from caducee.core.cms.der import der_oid, der_set_of, tlv
 from caducee.core.cms.sign import sign_data
-from caducee.core.cms.sign_attrs import (
-    ID_DATA,
-    OID_CONTENT_TYPE,
-    OID_MESSAGE_DIGEST,
-    der_oid,
-    der_set_of,
-    tlv,
-)
+from caducee.core.cms.sign_attrs import ID_DATA, OID_CONTENT_TYPE, OID_MESSAGE_DIGEST
 from caducee.core.mime.signed import sign_mime
 
 OUT = pathlib.Path(__file__).parent.parent / "data" / "malformed" / "sign"

@@ -1,6 +1,6 @@
 """Decrypt EnvelopedData / AuthEnvelopedData (ours, openssl's, BER-streamed or DER).
 
-The outer layers are walked by hand (``envelope_asn1.read_tlv``) so the encrypted content stays a
+The outer layers are walked by hand (``der.read_tlv``) so the encrypted content stays a
 view into the caller's buffer; RecipientInfos and algorithm identifiers go to asn1crypto.
 
 Exactly one private-key operation per message: we pick the RecipientInfo that names one of our
@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
 from caducee.core.algorithms import ContentCipher, KeyTransport
 from caducee.core.cms import envelope_asn1 as a
+from caducee.core.cms.der import Memo, Tlv, children, expect, octet_segments, read_oid, read_tlv
 from caducee.errors import (
     CaduceeError,
     DecryptionError,
@@ -78,18 +79,18 @@ class _Envelope:
     mac: bytes | None
 
 
-def _next(items: list[a.Tlv], index: int) -> a.Tlv | None:
+def _next(items: list[Tlv], index: int) -> Tlv | None:
     return items[index] if index < len(items) else None
 
 
 def _parse(buf: memoryview) -> _Envelope:
     where = "ContentInfo"
-    memo: a.Memo = {}
-    ci = a.expect(a.read_tlv(buf, 0, len(buf), where, memo=memo), 0x30, where)
+    memo: Memo = {}
+    ci = expect(read_tlv(buf, 0, len(buf), where, memo=memo), 0x30, where)
     if ci.next != len(buf) and bytes(buf[ci.next :]).strip(b"\r\n\t \x00"):
         raise MalformedMessageError("trailing data after the message", where)
-    parts = list(a.children(buf, ci, where, memo=memo))
-    oid = a.decode_oid(buf, a.expect(_next(parts, 0), 0x06, where), where)
+    parts = children(buf, ci, where, memo=memo)
+    oid = read_oid(buf, _next(parts, 0), where)
     if oid == a.OID_AUTH_ENVELOPED_DATA:
         authenticated = True
         where = "AuthEnvelopedData"
@@ -100,28 +101,29 @@ def _parse(buf: memoryview) -> _Envelope:
         raise MalformedMessageError(
             f"content type {oid} is not enveloped-data nor authEnveloped-data", where
         )
-    explicit = a.expect(_next(parts, 1), 0xA0, where)
-    inner = list(a.children(buf, explicit, where, memo=memo))
+    explicit = expect(_next(parts, 1), 0xA0, where)
+    inner = children(buf, explicit, where, memo=memo)
     if len(inner) != 1:
         raise MalformedMessageError("[0] content must hold one element", where)
-    fields = list(a.children(buf, a.expect(inner[0], 0x30, where), where, memo=memo))
-    a.expect(_next(fields, 0), 0x02, where + ".version")
+    fields = children(buf, expect(inner[0], 0x30, where), where, memo=memo)
+    expect(_next(fields, 0), 0x02, where + ".version")
     index = 1
     if _next(fields, index) is not None and fields[index].tag == 0xA0:
         index += 1  # originatorInfo: certificates for key agreement, unused here
-    ris = a.expect(_next(fields, index), 0x31, where + ".recipientInfos")
-    eci = a.expect(_next(fields, index + 1), 0x30, where + ".encryptedContentInfo")
+    ris = expect(_next(fields, index), 0x31, where + ".recipientInfos")
+    eci = expect(_next(fields, index + 1), 0x30, where + ".encryptedContentInfo")
     rest = fields[index + 2 :]
     where_eci = where + ".encryptedContentInfo"
-    eci_fields = list(a.children(buf, eci, where_eci, memo=memo))
-    content_type = a.decode_oid(buf, a.expect(_next(eci_fields, 0), 0x06, where_eci), where_eci)
-    alg = a.expect(_next(eci_fields, 1), 0x30, where_eci + ".contentEncryptionAlgorithm")
+    eci_fields = children(buf, eci, where_eci, memo=memo)
+    content_type = read_oid(buf, _next(eci_fields, 0), where_eci)
+    alg = expect(_next(eci_fields, 1), 0x30, where_eci + ".contentEncryptionAlgorithm")
     ct = _next(eci_fields, 2)
     if ct is None:
         raise MalformedMessageError("no encrypted content (detached content)", where_eci)
     if ct.tag not in (0x80, 0xA0) or len(eci_fields) > 3:
         raise MalformedMessageError("unexpected element", where_eci)
-    chunks = a.octet_chunks(buf, ct, where_eci + ".encryptedContent", memo=memo)
+    segments = octet_segments(buf, ct, where_eci + ".encryptedContent", memo=memo)
+    chunks = [buf[start:end] for start, end in segments]
     auth_attrs = mac = None
     if authenticated:
         i = 0
@@ -129,7 +131,7 @@ def _parse(buf: memoryview) -> _Envelope:
             attrs = rest[i]
             auth_attrs = b"\x31" + bytes(buf[attrs.start + 1 : attrs.next])
             i += 1
-        mac_tlv = a.expect(_next(rest, i), 0x04, where + ".mac")
+        mac_tlv = expect(_next(rest, i), 0x04, where + ".mac")
         mac = bytes(buf[mac_tlv.body : mac_tlv.end])
         rest = rest[i + 1 :]
         allowed = {0xA2}
@@ -244,18 +246,18 @@ def _select_raw(recipient_infos: bytes, keys: Sequence[DecryptionKey]) -> tuple[
     where = "RecipientInfos"
     try:
         buf = memoryview(recipient_infos)
-        top = a.read_tlv(buf, 0, len(buf), where)
-        candidates: list[tuple[a.Tlv, a.Tlv, int | None, a.Tlv]] = []  # (info, rid, serial, key)
-        for info in a.children(buf, top, where):
+        top = read_tlv(buf, 0, len(buf), where)
+        candidates: list[tuple[Tlv, Tlv, int | None, Tlv]] = []  # (info, rid, serial, key)
+        for info in children(buf, top, where):
             if info.tag != 0x30 or info.indefinite:
                 return None
-            fields = list(a.children(buf, info, where))
+            fields = children(buf, info, where)
             if [f.tag for f in fields] not in ([0x02, 0x30, 0x30, 0x04], [0x02, 0x80, 0x30, 0x04]):
                 return None
             rid = fields[1]
             serial = None
             if rid.tag == 0x30:
-                parts = list(a.children(buf, rid, where))
+                parts = children(buf, rid, where)
                 if [p.tag for p in parts] != [0x30, 0x02] or parts[1].end == parts[1].body:
                     return None
                 serial = int.from_bytes(buf[parts[1].body : parts[1].end], "big", signed=True)

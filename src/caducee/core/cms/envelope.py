@@ -14,7 +14,6 @@ import dataclasses
 import functools
 from collections.abc import Callable, Iterator, Sequence
 
-from asn1crypto import core
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
 from caducee.core.algorithms import ContentCipher, KeyTransport
 from caducee.core.cms import envelope_asn1 as a
+from caducee.core.cms.der import der_header, der_oid, der_set_of, tlv
 from caducee.errors import PolicyError, UnsupportedAlgorithmError, UsageError
 
 __all__ = [
@@ -89,29 +89,24 @@ def _ski(cert: x509.Certificate) -> bytes:
 
 
 def _integer(value: int) -> bytes:
-    return a.der_tlv(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big", signed=True))
+    return tlv(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big", signed=True))
 
 
 @functools.lru_cache(maxsize=64)
 def _issuer_serial(cert: x509.Certificate) -> bytes:
     """DER IssuerAndSerialNumber, the issuer copied from the certificate as encoded there."""
-    return a.der_tlv(0x30, cert.issuer.public_bytes() + _integer(cert.serial_number))
-
-
-@functools.lru_cache(maxsize=64)
-def _oid(oid: str) -> bytes:
-    return bytes(core.ObjectIdentifier(oid).dump())
+    return tlv(0x30, cert.issuer.public_bytes() + _integer(cert.serial_number))
 
 
 def _algorithm(oid: str, parameters_der: bytes) -> bytes:
     """DER AlgorithmIdentifier; ``parameters_der`` may be empty (absent)."""
-    return a.der_tlv(0x30, _oid(oid) + parameters_der)
+    return tlv(0x30, der_oid(oid) + parameters_der)
 
 
 def _oaep_sha256_parameters() -> bytes:
     sha256 = _algorithm("2.16.840.1.101.3.4.2.1", b"\x05\x00")
     mgf1 = _algorithm(a.OID_MGF1, sha256)
-    return a.der_tlv(0x30, a.der_tlv(0xA0, sha256) + a.der_tlv(0xA1, mgf1))
+    return tlv(0x30, tlv(0xA0, sha256) + tlv(0xA1, mgf1))
 
 
 #: Key-encryption AlgorithmIdentifiers, DER. OAEP-SHA1 has all-default (empty) parameters.
@@ -131,11 +126,11 @@ def _ktri(recipient: Recipient, public_key: rsa.RSAPublicKey, cek: bytes) -> byt
         raise UsageError(f"unknown key transport {kt!r}")
     cert = recipient.certificate
     if recipient.use_ski:
-        version, rid = b"\x02\x01\x02", a.der_tlv(0x80, _ski(cert))
+        version, rid = b"\x02\x01\x02", tlv(0x80, _ski(cert))
     else:
         version, rid = b"\x02\x01\x00", _issuer_serial(cert)
     encrypted = public_key.encrypt(cek, transport_padding(kt))
-    return a.der_tlv(0x30, version + rid + _KT_ALGORITHMS[kt] + a.der_tlv(0x04, encrypted))
+    return tlv(0x30, version + rid + _KT_ALGORITHMS[kt] + tlv(0x04, encrypted))
 
 
 def _ephemeral_key(curve: a.CurveProfile, random: RandomSource) -> ec.EllipticCurvePrivateKey:
@@ -165,15 +160,15 @@ def _kari(
     point = ephemeral.public_key().public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
-    originator_key = a.der_tlv(0xA1, _EC_PUBLIC_KEY + a.der_tlv(0x03, b"\x00" + point))
+    originator_key = tlv(0xA1, _EC_PUBLIC_KEY + tlv(0x03, b"\x00" + point))
     cert = recipient.certificate
     # [0] RecipientKeyIdentifier, or IssuerAndSerialNumber
     ski_rid = recipient.use_ski
-    rid = a.der_tlv(0xA0, a.der_tlv(0x04, _ski(cert))) if ski_rid else _issuer_serial(cert)
-    encrypted_keys = a.der_tlv(0x30, a.der_tlv(0x30, rid + a.der_tlv(0x04, wrapped)))
+    rid = tlv(0xA0, tlv(0x04, _ski(cert))) if ski_rid else _issuer_serial(cert)
+    encrypted_keys = tlv(0x30, tlv(0x30, rid + tlv(0x04, wrapped)))
     scheme = _algorithm(a.ECDH_STD_SCHEME_BY_HASH[profile.kdf_hash], _AES256_WRAP)
-    body = b"\x02\x01\x03" + a.der_tlv(0xA0, originator_key) + scheme + encrypted_keys
-    return a.der_tlv(0xA1, body)
+    body = b"\x02\x01\x03" + tlv(0xA0, originator_key) + scheme + encrypted_keys
+    return tlv(0xA1, body)
 
 
 @functools.lru_cache(maxsize=64)
@@ -203,7 +198,7 @@ def _recipient_infos(
                 f"cannot encrypt for {recipient.certificate.subject.rfc4514_string()}:"
                 " only RSA and EC (P-256/384/521) certificates are supported"
             )
-    return a.der_tlv(0x31, b"".join(sorted(infos))), all_v0  # DER sorts SET OF
+    return der_set_of(infos), all_v0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,7 +218,7 @@ class _Plan:
 
 def _gcm_parameters(nonce: bytes) -> bytes:
     """DER GCMParameters (RFC 5084 §3.2) with the ICV length written out, as asn1crypto does."""
-    return a.der_tlv(0x30, a.der_tlv(0x04, nonce) + _integer(GCM_TAG_SIZE))
+    return tlv(0x30, tlv(0x04, nonce) + _integer(GCM_TAG_SIZE))
 
 
 def _plan(
@@ -238,7 +233,7 @@ def _plan(
     if not isinstance(cipher, ContentCipher):
         raise UsageError(f"unknown content cipher {cipher!r}")
     try:
-        content_type_der = _oid(content_type)
+        content_type_der = der_oid(content_type)
     except (ValueError, TypeError):
         raise UsageError(f"invalid content type OID {content_type!r}") from None
     cek = _take(random, cipher.key_size)
@@ -252,24 +247,24 @@ def _plan(
         trailer_len = 2 + GCM_TAG_SIZE  # mac OCTET STRING
     else:
         iv = _take(random, AES_BLOCK)
-        params = a.der_tlv(0x04, iv)
+        params = tlv(0x04, iv)
         ct_len = (size // AES_BLOCK + 1) * AES_BLOCK
         outer_oid = a.OID_ENVELOPED_DATA
         version = b"\x02\x01\x00" if all_v0 else b"\x02\x01\x02"  # RFC 5652 §6.1
         trailer_len = 0
     alg_der = _algorithm(cipher.oid, params)
     # Assemble from the inside out: only lengths are needed before encrypting.
-    ct_header = a.der_header(0x80, ct_len)  # [0] IMPLICIT OCTET STRING
+    ct_header = der_header(0x80, ct_len)  # [0] IMPLICIT OCTET STRING
     eci_body_len = len(content_type_der) + len(alg_der) + len(ct_header) + ct_len
-    eci_header = a.der_header(0x30, eci_body_len)
+    eci_header = der_header(0x30, eci_body_len)
     env_body_len = len(version) + len(ri_der) + len(eci_header) + eci_body_len + trailer_len
-    env_header = a.der_header(0x30, env_body_len)
-    explicit_header = a.der_header(0xA0, len(env_header) + env_body_len)
-    outer_oid_der = _oid(outer_oid)
+    env_header = der_header(0x30, env_body_len)
+    explicit_header = der_header(0xA0, len(env_header) + env_body_len)
+    outer_oid_der = der_oid(outer_oid)
     ci_body_len = len(outer_oid_der) + len(explicit_header) + len(env_header) + env_body_len
     prefix = b"".join(
         (
-            a.der_header(0x30, ci_body_len),
+            der_header(0x30, ci_body_len),
             outer_oid_der,
             explicit_header,
             env_header,

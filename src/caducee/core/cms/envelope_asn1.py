@@ -1,23 +1,17 @@
-"""ASN.1 pieces for enveloping that asn1crypto lacks, and a zero-copy DER/BER walker.
+"""ASN.1 pieces for enveloping that asn1crypto lacks, and the enveloping OIDs and curves.
 
 asn1crypto knows the AES-GCM OIDs but has no type for their parameters (RFC 5084), nor for the
-ECC-CMS-SharedInfo that feeds the ECDH key derivation (RFC 5753). The walker lets the envelope
-code locate a multi-megabyte encryptedContent inside a message without materialising copies of
-it (asn1crypto copies every OCTET STRING it dumps or parses); only the small structures around
-it are handed to asn1crypto.
+ECC-CMS-SharedInfo that feeds the ECDH key derivation (RFC 5753). The outer layers are written
+and walked with :mod:`caducee.core.cms.der`, without copying the encrypted content.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterator
 from typing import NamedTuple
 
 from asn1crypto import algos, core
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-
-from caducee.errors import MalformedMessageError
 
 # --- OIDs -------------------------------------------------------------------------------------
 
@@ -131,146 +125,3 @@ def shared_info(wrap_alg_der: bytes, ukm: bytes | None, kek_bits: int) -> bytes:
     if ukm is not None:
         info["entity_u_info"] = ukm
     return bytes(info.dump())
-
-
-# --- DER writing ------------------------------------------------------------------------------
-
-
-def der_header(tag: int, length: int) -> bytes:
-    """Identifier and definite length octets for a single-byte ``tag``."""
-    if length < 0x80:
-        return bytes((tag, length))
-    size = (length.bit_length() + 7) // 8
-    return bytes((tag, 0x80 | size)) + length.to_bytes(size, "big")
-
-
-def der_tlv(tag: int, body: bytes) -> bytes:
-    return der_header(tag, len(body)) + body
-
-
-# --- DER/BER reading --------------------------------------------------------------------------
-
-MAX_DEPTH = 32
-
-Buffer = bytes | bytearray | memoryview
-
-
-class Tlv(NamedTuple):
-    """One element: ``tag`` is the identifier octet; contents are ``buf[body:end]``."""
-
-    tag: int
-    start: int
-    body: int
-    end: int  # end of contents (the end-of-contents octets for indefinite lengths)
-    next: int  # offset just after the element
-    indefinite: bool
-
-    @property
-    def constructed(self) -> bool:
-        return bool(self.tag & 0x20)
-
-
-Memo = dict[int, Tlv]
-
-
-def read_tlv(
-    buf: Buffer, pos: int, limit: int, where: str, depth: int = 0, memo: Memo | None = None
-) -> Tlv:
-    """Read the element starting at ``pos``; it must end by ``limit``.
-
-    An indefinite length is resolved by walking the children to the end-of-contents; pass the
-    same ``memo`` for one buffer so nested indefinite elements are walked once, not per level.
-    """
-    if memo is None:
-        return _read_tlv(buf, pos, limit, where, depth, None)
-    known = memo.get(pos)
-    if known is not None and known.next <= limit:
-        return known
-    tlv = memo[pos] = _read_tlv(buf, pos, limit, where, depth, memo)
-    return tlv
-
-
-def _read_tlv(buf: Buffer, pos: int, limit: int, where: str, depth: int, memo: Memo | None) -> Tlv:
-    if depth > MAX_DEPTH:
-        raise MalformedMessageError("nesting too deep", where)
-    if pos + 2 > limit:
-        raise MalformedMessageError("truncated (element header missing)", where)
-    tag = buf[pos]
-    if tag & 0x1F == 0x1F:
-        raise MalformedMessageError("unexpected high tag number", where)
-    first = buf[pos + 1]
-    body = pos + 2
-    if first == 0x80:
-        if not tag & 0x20:
-            raise MalformedMessageError("indefinite length on a primitive element", where)
-        cursor = body
-        while True:
-            if cursor + 2 > limit:
-                raise MalformedMessageError("truncated (end-of-contents missing)", where)
-            if buf[cursor] == 0 and buf[cursor + 1] == 0:
-                return Tlv(tag, pos, body, cursor, cursor + 2, True)
-            cursor = read_tlv(buf, cursor, limit, where, depth + 1, memo).next
-    if first & 0x80:
-        size = first & 0x7F
-        if size > 8 or body + size > limit:
-            raise MalformedMessageError("bad length octets", where)
-        length = int.from_bytes(buf[body : body + size], "big")
-        body += size
-    else:
-        length = first
-    end = body + length
-    if end > limit:
-        raise MalformedMessageError(
-            f"declared length {length} exceeds the {limit - body} bytes left (truncated?)", where
-        )
-    return Tlv(tag, pos, body, end, end, False)
-
-
-def children(
-    buf: Buffer, parent: Tlv, where: str, depth: int = 0, memo: Memo | None = None
-) -> Iterator[Tlv]:
-    """The elements inside a constructed ``parent``."""
-    if not parent.constructed:
-        raise MalformedMessageError("expected a constructed element", where)
-    pos = parent.body
-    while pos < parent.end:
-        child = read_tlv(buf, pos, parent.end, where, depth + 1, memo)
-        yield child
-        pos = child.next
-
-
-def expect(tlv: Tlv | None, tag: int, where: str) -> Tlv:
-    if tlv is None:
-        raise MalformedMessageError("element missing (truncated?)", where)
-    if tlv.tag != tag:
-        raise MalformedMessageError(f"expected tag 0x{tag:02x}, found 0x{tlv.tag:02x}", where)
-    return tlv
-
-
-def octet_chunks(
-    buf: memoryview, tlv: Tlv, where: str, depth: int = 0, memo: Memo | None = None
-) -> list[memoryview]:
-    """Contents of a (possibly BER-constructed) OCTET STRING as views, without copying."""
-    if not tlv.constructed:
-        return [buf[tlv.body : tlv.end]]
-    chunks: list[memoryview] = []
-    for child in children(buf, tlv, where, depth, memo):
-        if child.tag not in (0x04, 0x24):
-            raise MalformedMessageError("constructed OCTET STRING holds a non-OCTET STRING", where)
-        chunks.extend(octet_chunks(buf, child, where, depth + 1, memo))
-    return chunks
-
-
-def decode_oid(buf: Buffer, tlv: Tlv, where: str) -> str:
-    """Dotted form of an OBJECT IDENTIFIER element."""
-    expect(tlv, 0x06, where)
-    try:
-        return _dotted(bytes(buf[tlv.start : tlv.next]))
-    except (ValueError, TypeError) as exc:
-        raise MalformedMessageError(f"bad object identifier ({exc})", where) from None
-
-
-@functools.lru_cache(maxsize=128)
-def _dotted(der: bytes) -> str:
-    """The same few OIDs come in every message: decode each once."""
-    return str(core.ObjectIdentifier.load(der).dotted)

@@ -17,16 +17,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from caducee.core.algorithms import Digest, SignatureScheme
 from caducee.core.capabilities import Capabilities
+from caducee.core.cms.der import der_oid, der_set_of, tlv, tlv_parts
 from caducee.core.cms.sign_attrs import (
     ID_DATA,
     ID_SIGNED_DATA,
-    der_oid,
-    der_set_of,
     digest_algorithm_der,
     pss_parameters,
     signed_attributes,
-    tlv,
-    tlv_parts,
 )
 from caducee.errors import UnsupportedAlgorithmError, UsageError
 from caducee.keys.api import SigningKey

@@ -26,6 +26,16 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from caducee.core.algorithms import Digest, SignatureScheme
 from caducee.core.capabilities import Capabilities
+from caducee.core.cms.der import (
+    Memo,
+    Tlv,
+    children,
+    expect,
+    octet_segments,
+    read_oid,
+    read_tlv,
+    tlv,
+)
 from caducee.core.cms.sign_attrs import (
     ATTRIBUTE_NAMES,
     ID_SIGNED_DATA,
@@ -35,13 +45,6 @@ from caducee.core.cms.sign_attrs import (
     OID_SIGNING_CERTIFICATE_V2,
     OID_SIGNING_TIME,
     OID_SMIME_CAPABILITIES,
-    Tlv,
-    children,
-    der_length,
-    expect,
-    octet_segments,
-    read_oid,
-    read_tlv,
 )
 from caducee.errors import (
     CaduceeError,
@@ -145,57 +148,58 @@ class _Parsed(NamedTuple):
 
 def _parse_outer(der: bytes) -> _Parsed:
     n = len(der)
-    ci = expect(read_tlv(der, 0, n, "ContentInfo"), 0x30, "ContentInfo", "a SEQUENCE")
-    if ci.end != n and der[ci.end :].strip(b"\x00 \t\r\n"):  # a file's final newline is fine
+    memo: Memo = {}  # BER from `openssl cms -stream` nests indefinite lengths: walk them once
+    ci = expect(read_tlv(der, 0, n, "ContentInfo", memo=memo), 0x30, "ContentInfo")
+    if ci.next != n and der[ci.next :].strip(b"\x00 \t\r\n"):  # a file's final newline is fine
         raise MalformedMessageError("trailing data after the ContentInfo", "ContentInfo")
-    parts = children(der, ci, "ContentInfo")
+    parts = children(der, ci, "ContentInfo", memo=memo)
     if len(parts) != 2:
         raise MalformedMessageError("expected contentType and content", "ContentInfo")
     oid = read_oid(der, parts[0], "ContentInfo.contentType")
     if oid != ID_SIGNED_DATA:
         raise MalformedMessageError(f"content type {oid} is not signedData", "ContentInfo")
-    explicit = expect(parts[1], 0xA0, "ContentInfo.content", "[0]")
-    inner = children(der, explicit, "ContentInfo.content", 1)
+    explicit = expect(parts[1], 0xA0, "ContentInfo.content")
+    inner = children(der, explicit, "ContentInfo.content", 1, memo)
     if len(inner) != 1:
         raise MalformedMessageError("expected one SignedData", "ContentInfo.content")
-    sd = expect(inner[0], 0x30, "SignedData", "a SEQUENCE")
-    fields = children(der, sd, "SignedData", 2)
+    sd = expect(inner[0], 0x30, "SignedData")
+    fields = children(der, sd, "SignedData", 2, memo)
     if len(fields) < 4:
         raise MalformedMessageError("missing fields", "SignedData")
-    expect(fields[0], 0x02, "SignedData.version", "an INTEGER")
-    expect(fields[1], 0x31, "SignedData.digestAlgorithms", "a SET")
-    encap = expect(fields[2], 0x30, "SignedData.encapContentInfo", "a SEQUENCE")
-    signer_set = expect(fields[-1], 0x31, "SignedData.signerInfos", "a SET")
+    expect(fields[0], 0x02, "SignedData.version")
+    expect(fields[1], 0x31, "SignedData.digestAlgorithms")
+    encap = expect(fields[2], 0x30, "SignedData.encapContentInfo")
+    signer_set = expect(fields[-1], 0x31, "SignedData.signerInfos")
     certificates: list[Tlv] = []
     for extra in fields[3:-1]:
         if extra.tag == 0xA0 and not certificates:
-            certificates = children(der, extra, "SignedData.certificates", 3)
+            certificates = children(der, extra, "SignedData.certificates", 3, memo)
         elif extra.tag != 0xA1:  # [1] crls are not used here
             raise MalformedMessageError(
                 f"unexpected field tag 0x{extra.tag:02x}", "SignedData.certificates"
             )
 
     where = "SignedData.encapContentInfo"
-    encap_fields = children(der, encap, where, 3)
+    encap_fields = children(der, encap, where, 3, memo)
     if not encap_fields or len(encap_fields) > 2:
         raise MalformedMessageError("expected eContentType and eContent", where)
     content_type = read_oid(der, encap_fields[0], where + ".eContentType")
     segments = None
     if len(encap_fields) == 2:
-        wrapper = expect(encap_fields[1], 0xA0, where + ".eContent", "[0]")
-        octets = children(der, wrapper, where + ".eContent", 4)
+        wrapper = expect(encap_fields[1], 0xA0, where + ".eContent")
+        octets = children(der, wrapper, where + ".eContent", 4, memo)
         if len(octets) != 1:
             raise MalformedMessageError("expected one OCTET STRING", where + ".eContent")
         inner_content = octets[0]
         if inner_content.tag in (0x04, 0x24):
-            segments = octet_segments(der, inner_content, where + ".eContent", 5)
+            segments = octet_segments(der, inner_content, where + ".eContent", 5, memo)
         else:  # PKCS#7 v1.5 (RFC 2315 §9.3): any type, the digest covers its contents octets
-            segments = [(inner_content.cstart, inner_content.cend)]
+            segments = [(inner_content.body, inner_content.end)]
     return _Parsed(
         content_type,
         segments,
         certificates,
-        children(der, signer_set, "SignedData.signerInfos", 3),
+        children(der, signer_set, "SignedData.signerInfos", 3, memo),
     )
 
 
@@ -227,16 +231,16 @@ class _CertPool:
         """Like :meth:`find` for a DER SignerIdentifier at ``sid``, without asn1crypto; False
         when only :meth:`find` can tell (an issuer spelled differently, odd encodings)."""
         if sid.tag == 0x80:  # [0] IMPLICIT SubjectKeyIdentifier
-            wanted = der[sid.cstart : sid.cend]
+            wanted = der[sid.body : sid.end]
             return next((c for c, _, _, ski in self._entries if ski == wanted), None)
         parts = children(der, sid, "SignerIdentifier")
         if len(parts) != 2 or parts[0].tag != 0x30 or parts[1].tag != 0x02:
             return False
         issuer, number = parts
-        if number.cend == number.cstart or issuer.end != issuer.cend:
+        if number.end == number.body or issuer.indefinite:
             return False
-        serial = int.from_bytes(der[number.cstart : number.cend], "big", signed=True)
-        issuer_der = der[issuer.start : issuer.end]
+        serial = int.from_bytes(der[number.body : number.end], "big", signed=True)
+        issuer_der = der[issuer.start : issuer.next]
         for (cert, _, cert_serial, _), cert_issuer in zip(
             self._entries, self._issuers, strict=True
         ):
@@ -299,7 +303,7 @@ def _load_certificates(der: bytes, elements: list[Tlv]) -> list[x509.Certificate
         if element.tag != 0x30:  # attribute certificates and other formats
             continue
         try:
-            out.append(_load_certificate(der[element.start : element.end]))
+            out.append(_load_certificate(der[element.start : element.next]))
         except (ValueError, x509.InvalidVersion):
             continue  # a certificate we cannot read cannot be the signer's either
     return out
@@ -512,7 +516,7 @@ def _signer_fields_raw(
     decides, with its error messages."""
     try:
         fields = children(der, element, where)
-        if not 5 <= len(fields) <= 7 or any(f.end != f.cend for f in fields):
+        if not 5 <= len(fields) <= 7 or any(f.indefinite for f in fields):
             return None  # indefinite lengths, missing or extra fields
         version, sid, digest_alg = fields[:3]
         index = 3
@@ -536,22 +540,22 @@ def _signer_fields_raw(
         if cert is False:
             return None
         assert cert is None or isinstance(cert, x509.Certificate)
-        digest = _digest_of(der[digest_alg.start : digest_alg.end], where)
-        alg = _signature_algorithm_of(der[sig_alg.start : sig_alg.end], where)
+        digest = _digest_of(der[digest_alg.start : digest_alg.next], where)
+        alg = _signature_algorithm_of(der[sig_alg.start : sig_alg.next], where)
         attrs = None
         attrs_der = b""
         if attrs_tlv is not None:
-            body = der[attrs_tlv.cstart : attrs_tlv.cend]
-            attrs_der = b"\x31" + der_length(len(body)) + body  # signed as a SET (RFC 5652 5.4)
+            body = der[attrs_tlv.body : attrs_tlv.end]
+            attrs_der = tlv(0x31, body)  # signed as a SET (RFC 5652 5.4)
             elements = children(der, attrs_tlv, where)
-            if any(t.end != t.cend for t in elements):
+            if any(t.indefinite for t in elements):
                 return None
-            attrs = _read_attrs((der[t.start : t.end] for t in elements), where + ".signedAttrs")
+            attrs = _read_attrs((der[t.start : t.next] for t in elements), where + ".signedAttrs")
         return _SignerFields(
-            _describe_sid_der(der[sid.start : sid.end]),
+            _describe_sid_der(der[sid.start : sid.next]),
             digest,
             alg,
-            der[signature.cstart : signature.cend],
+            der[signature.body : signature.end],
             attrs_der,
             attrs,
             cert,
@@ -572,7 +576,7 @@ def _signature_algorithm_of(der: bytes, where: str) -> _SigAlg:
 
 def _signer_fields(der: bytes, element: Tlv, where: str, pool: _CertPool) -> _SignerFields:
     try:
-        si = cms.SignerInfo.load(der[element.start : element.end])
+        si = cms.SignerInfo.load(der[element.start : element.next])
         sid = si["sid"]
         signer_id = _describe_sid(sid)
         digest = _digest(si["digest_algorithm"]["algorithm"].dotted, where)
@@ -585,7 +589,7 @@ def _signer_fields(der: bytes, element: Tlv, where: str, pool: _CertPool) -> _Si
             # Take the bytes as received before reading the attributes: asn1crypto re-serialises
             # a structure whose children were parsed, which costs more than the whole signature.
             body = bytes(signed_attrs.contents)
-            attrs_der = b"\x31" + der_length(len(body)) + body  # signed as a SET (RFC 5652 §5.4)
+            attrs_der = tlv(0x31, body)  # signed as a SET (RFC 5652 §5.4)
         attrs = (
             _read_attrs((bytes(a.dump()) for a in signed_attrs), where + ".signedAttrs")
             if has_attrs

@@ -17,8 +17,9 @@ from cryptography import x509
 
 from caducee.core.algorithms import Digest, SignatureScheme
 from caducee.core.capabilities import Capabilities
+from caducee.core.cms.der import children, der_oid, read_tlv
 from caducee.core.cms.sign import sign_data_parts
-from caducee.core.cms.sign_attrs import OID_MESSAGE_DIGEST, children, der_oid, read_tlv
+from caducee.core.cms.sign_attrs import OID_MESSAGE_DIGEST
 from caducee.core.cms.verify import ERR_DIGEST, SignedReport, verify_signed_data
 from caducee.core.mime.canon import to_crlf
 from caducee.core.mime.headers import MimeHeaders, read_mime_headers
@@ -88,9 +89,9 @@ def _message_digest(der: bytes) -> bytes:
             continue
         for attr in children(der, field, where):
             oid, values = children(der, attr, where)
-            if der[oid.start : oid.end] == wanted:
+            if der[oid.start : oid.next] == wanted:
                 value = children(der, values, where)[0]
-                return der[value.cstart : value.cend]
+                return der[value.body : value.end]
     raise AssertionError("sign_data always writes messageDigest")  # pragma: no cover
 
 
@@ -280,7 +281,7 @@ def _decode_cms(part: bytes, where: str) -> bytes:
         except (binascii.Error, ValueError):
             raise MalformedMessageError("the signature is neither DER nor base64", where) from None
     element = read_tlv(raw, 0, len(raw), where)
-    return raw[: element.end]
+    return raw[: element.next]
 
 
 def _multipart_parts(
