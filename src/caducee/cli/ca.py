@@ -120,7 +120,7 @@ def group() -> None:
 @click.option("--crl-url", required=True, help="HTTP URL where this CA's CRL is published.")
 @click.option("--aia-url", help="HTTP URL where this CA's certificate is published.")
 @click.option("--ocsp-url", help="HTTP URL of this CA's OCSP responder (put in issued certs).")
-@click.option("--org", "organisation", help="Organisation of the CA.")
+@click.option("--organisation", "--org", "organisation", help="Organisation of the CA.")
 @click.option("--country", help="Two-letter country code.")
 @click.option("--key-type", type=click.Choice(KEY_KINDS), default="p384", show_default=True)
 @click.option("--days", type=int, help="CA validity in days (root 7300, subordinate 3650).")
@@ -190,7 +190,7 @@ def init(
 @click.option("--crl-url", required=True)
 @click.option("--aia-url")
 @click.option("--ocsp-url")
-@click.option("--org", "organisation")
+@click.option("--organisation", "--org", "organisation")
 @click.option("--country")
 @click.option("--key-type", type=click.Choice(KEY_KINDS), default="p384", show_default=True)
 @click.option("--sig-days", type=int, default=3 * 365, show_default=True)
@@ -289,9 +289,12 @@ def adopt(ca_dir: pathlib.Path, cert_file: pathlib.Path) -> None:
 @click.option("--email", required=True)
 @click.option("--given-name", required=True)
 @click.option("--surname", required=True)
-@click.option("--rpps", "professional_id", required=True, help="11-digit professional identifier.")
+@click.option(
+    "--professional-id", "--rpps", "professional_id", required=True,
+    help="11-digit national professional identifier (RPPS-style).",
+)  # fmt: skip
 @click.option("--profession", help='e.g. "Médecin généraliste" (subject title).')
-@click.option("--org", "organisation", help="Practice, hospital...")
+@click.option("--organisation", "--org", "organisation", help="Practice, hospital...")
 @click.option("--country")
 @click.option("--days", type=int, help="Override the validity policy.")
 @click.option(
