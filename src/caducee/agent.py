@@ -46,6 +46,7 @@ from caducee.mail.api import (
     MailboxRenumberedError,
     MailboxSource,
     RemoteMessage,
+    ServerRefusedError,
     Submitter,
 )
 from caducee.store.audit import AuditLog
@@ -479,16 +480,19 @@ class Agent:
                 raise TransportError("no SMTP submission server is configured")
             self.submitter.submit(envelope, wire)
         except TransportError as exc:
-            if not getattr(exc, "retryable", True):
-                self.store.outbox_drop(item)
-                if stored is not None:
-                    self.store.set_recipients_state(stored, "rejected")
-                raise
-            self.store.outbox_failed(item, str(exc))
-            log.warning("message queued in the outbox: %s", type(exc).__name__)
-            warning = f"queued in the outbox, will retry ({exc})" + (
-                f"; {warning}" if warning else ""
-            )
+            waiting, served = self._after_failure(item, stored, recipients, exc)
+            if not waiting and not served:
+                raise  # refused for good, for everybody: the caller must know now
+            if waiting:
+                log.warning("message queued in the outbox: %s", type(exc).__name__)
+                warning = f"queued in the outbox for {', '.join(waiting)}, will retry ({exc})" + (
+                    f"; {warning}" if warning else ""
+                )
+            else:
+                state = "sent"
+                warning = f"refused for some recipients ({exc})" + (
+                    f"; {warning}" if warning else ""
+                )
         else:
             self.store.outbox_done(item)
             state = "sent"
@@ -496,6 +500,33 @@ class Agent:
             "sent" if state == "sent" else "queued", stored, detail=str(len(recipients))
         )
         return SendResult(stored or 0, message_id, state, encrypted, tuple(recipients), warning)
+
+    def _after_failure(
+        self, item: int, message: int | None, recipients: Sequence[str], exc: TransportError
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Record a failed submission: (recipients still waiting, recipients served).
+
+        A server that took the message for some recipients has sent it to them: only the ones
+        refused for now (4xx) stay queued, so nobody gets it twice; 5xx refusals are final.
+        """
+        if isinstance(exc, ServerRefusedError):
+            served, waiting, final = exc.accepted, exc.temporary(), exc.permanent()
+        elif getattr(exc, "retryable", True):
+            served, waiting, final = (), tuple(recipients), ()
+        else:
+            served, waiting, final = (), (), tuple(recipients)
+        if message is not None:
+            for address in served:
+                self.store.set_recipient_state(message, address, "sent")
+            for address in final:
+                self.store.set_recipient_state(message, address, "rejected")
+        if waiting:
+            self.store.outbox_narrow(item, waiting, str(exc))
+        else:
+            self.store.outbox_drop(item)
+        if served:
+            self.audit.record("sent", message, detail=f"{len(served)} of {len(recipients)}")
+        return waiting, served
 
     def retry_outbox(self) -> tuple[int, int]:
         """Submit what is waiting; (sent, still waiting)."""
@@ -506,14 +537,10 @@ class Agent:
                     raise TransportError("no SMTP submission server is configured")
                 self.submitter.submit(Envelope(item.sender, item.recipients), item.wire)
             except TransportError as exc:
-                if not getattr(exc, "retryable", True):
-                    self.store.outbox_drop(item.id)
-                    if item.message is not None:
-                        self.store.set_recipients_state(item.message, "rejected")
+                if self._after_failure(item.id, item.message, item.recipients, exc)[0]:
+                    waiting += 1
+                else:
                     log.warning("outbox item %d refused for good", item.id)
-                    continue
-                self.store.outbox_failed(item.id, str(exc))
-                waiting += 1
             else:
                 self.store.outbox_done(item.id)
                 self.audit.record("sent", item.message, detail="from the outbox")

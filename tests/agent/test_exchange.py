@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from caducee.agent import Attachment, RecipientsRefusedError
+from caducee.mail.api import Envelope
+from caducee.mail.smtp import SmtpRejectedError
 
 from .conftest import AgentFactory, Operators, PostOffice
 
@@ -165,3 +167,55 @@ def test_no_signing_key_still_reads(ops: Operators, post: PostOffice, make_agent
     assert martin.read(got).body.strip() == "weekend results"
     with pytest.raises(PolicyError, match="cannot sign"):
         martin.send(["cardio@op2.test"], "S", "B")
+
+
+class _Refusing:
+    """A server that takes the message for some recipients and refuses others (RCPT replies)."""
+
+    def __init__(self, post: PostOffice, refusals: dict[str, tuple[int, str]]) -> None:
+        self.post = post
+        self.refusals = refusals
+
+    def submit(self, envelope: Envelope, message: bytes) -> None:
+        refused = {r: self.refusals[r] for r in envelope.recipients if r in self.refusals}
+        accepted = tuple(r for r in envelope.recipients if r not in refused)
+        if accepted:
+            self.post.submit(Envelope(envelope.sender, accepted), message)
+        if refused:
+            temporary = all(400 <= code < 500 for code, _ in refused.values())
+            raise SmtpRejectedError(
+                f"refused {', '.join(refused)}", refused=refused, accepted=accepted,
+                retryable=temporary,
+            )  # fmt: skip
+
+
+def _states(agent, message: int) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {r.address: r.state for r in agent.store.get(message).recipients}
+
+
+def test_partly_refused_message_is_retried_only_for_the_refused(
+    ops: Operators, post: PostOffice, make_agent: AgentFactory
+):
+    server = _Refusing(post, {"petit@op1.test": (450, "mailbox busy, try later")})
+    martin = make_agent(ops.martin, submitter=server)
+    sent = martin.send(["cardio@op2.test", "petit@op1.test"], "S", "B")
+    assert sent.state == "queued" and "petit@op1.test" in (sent.warning or "")
+    assert _states(martin, sent.id) == {"cardio@op2.test": "sent", "petit@op1.test": "queued"}
+    assert martin.store.outbox()[0].recipients == ("petit@op1.test",)
+    server.refusals.clear()
+    assert martin.retry_outbox() == (1, 0)
+    assert _states(martin, sent.id) == {"cardio@op2.test": "sent", "petit@op1.test": "sent"}
+    # the cardiologist got it once, not twice
+    assert [e.recipients for e, _ in post.submitted] == [("cardio@op2.test",), ("petit@op1.test",)]
+    assert make_agent(ops.cardio).fetch().new == 1
+
+
+def test_permanent_refusal_of_one_recipient_is_final_for_that_one_only(
+    ops: Operators, post: PostOffice, make_agent: AgentFactory
+):
+    server = _Refusing(post, {"petit@op1.test": (550, "no such user")})
+    martin = make_agent(ops.martin, submitter=server)
+    sent = martin.send(["cardio@op2.test", "petit@op1.test"], "S", "B")
+    assert sent.state == "sent" and "refused for some recipients" in (sent.warning or "")
+    assert _states(martin, sent.id) == {"cardio@op2.test": "sent", "petit@op1.test": "rejected"}
+    assert martin.store.outbox() == []

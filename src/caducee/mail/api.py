@@ -47,6 +47,24 @@ class MailboxRenumberedError(TransportError):
         self.found = found
 
 
+class ServerRefusedError(TransportError):
+    """The server refused the message for some or all recipients.
+
+    ``accepted``: recipients it took (the message *was* sent to them); ``refused``: each refused
+    recipient with the server's ``(code, reply)``. A 4xx refusal may pass later, a 5xx won't.
+    Implementations set both attributes.
+    """
+
+    accepted: tuple[str, ...] = ()
+    refused: dict[str, tuple[int, str]]
+
+    def temporary(self) -> tuple[str, ...]:
+        return tuple(r for r, (code, _) in self.refused.items() if 400 <= code < 500)
+
+    def permanent(self) -> tuple[str, ...]:
+        return tuple(r for r, (code, _) in self.refused.items() if not 400 <= code < 500)
+
+
 class Submitter(Protocol):
     """Hands a finished message to the operator's submission server."""
 

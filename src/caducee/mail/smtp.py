@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Literal
 
 from caducee.errors import ConfigError, TransportError
-from caducee.mail.api import Envelope
+from caducee.mail.api import Envelope, ServerRefusedError
 
 __all__ = [
     "Security",
@@ -65,7 +65,7 @@ class SmtpAuthError(SmtpError):
     retryable = True
 
 
-class SmtpRejectedError(SmtpError):
+class SmtpRejectedError(SmtpError, ServerRefusedError):
     """The server refused the message or some recipients.
 
     ``refused`` maps each refused recipient to the server's ``(code, reply)``; ``accepted``

@@ -515,6 +515,25 @@ class MessageStore:
                 (error, item),
             )
 
+    def outbox_narrow(self, item: int, recipients: Sequence[str], error: str) -> None:
+        """Keep waiting only for ``recipients`` (the others were served or refused for good)."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE outbox SET recipients = ?, attempts = attempts + 1, last_error = ?"
+                " WHERE id = ?",
+                ("\n".join(recipients), error, item),
+            )
+
+    def set_recipient_state(self, message: int, address: str, state: str) -> None:
+        """One recipient's delivery state (e.g. sent, or rejected by the server)."""
+        if state not in (*STATES, REJECTED):
+            raise UsageError(f"unknown delivery state {state!r}")
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE recipients SET state = ?, updated_at = ? WHERE message = ? AND address = ?",
+                (state, _now(), message, address),
+            )
+
     def outbox_drop(self, item: int) -> None:
         """Give up on an item (the server refused it for good); the sent copy stays."""
         with self.transaction() as db:
