@@ -14,19 +14,16 @@ from __future__ import annotations
 
 import datetime as dt
 
-from asn1crypto import core as asn1_core
-from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from caducee.card.objects import KeyKind, disable_signing, generate_on_card, write_certificate
-from caducee.core.algorithms import Digest, SignatureScheme
 from caducee.errors import CaduceeError
 from caducee.keys.keystore import ACCESS_LABEL, is_access_certificate
 from caducee.keys.pkcs11 import CardSession, Pkcs11Key
+from caducee.pki.signer import SignatureFaultError, SigningKeyCASigner, sign_certificate
 
 __all__ = ["ACCESS_LABEL", "AccessKeyError", "add_access_key", "card_access_key"]
 
@@ -83,7 +80,7 @@ def add_access_key(
         encipher_only=False,
         decipher_only=False,
     )
-    layout = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -94,28 +91,14 @@ def add_access_key(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(usage, critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .sign(_throwaway_key(public), hashes.SHA256())
     )
+    # The card key signs its own certificate, the way a CA key on a token signs (pki.signer);
+    # the key object needs a certificate to know its public key: a throw-away layout serves.
+    layout = builder.sign(_throwaway_key(public), hashes.SHA256())
     provisional = Pkcs11Key(card, handle, layout, ACCESS_LABEL)
-    digest = hashes.Hash(hashes.SHA256())
-    digest.update(layout.tbs_certificate_bytes)
-    scheme = (
-        SignatureScheme.RSA_PKCS1V15 if isinstance(public, rsa.RSAPublicKey) else
-        SignatureScheme.ECDSA
-    )  # fmt: skip
-    signature = provisional.sign_digest(digest.finalize(), Digest.SHA256, scheme)
-    parsed = asn1_x509.Certificate.load(layout.public_bytes(serialization.Encoding.DER))
-    signed = asn1_x509.Certificate(
-        {
-            "tbs_certificate": parsed["tbs_certificate"],
-            "signature_algorithm": parsed["signature_algorithm"],
-            "signature_value": asn1_core.OctetBitString(signature),
-        }
-    )
-    cert = x509.load_der_x509_certificate(signed.dump(force=True))
     try:
-        cert.verify_directly_issued_by(cert)
-    except (InvalidSignature, ValueError, TypeError):
+        cert = sign_certificate(builder, SigningKeyCASigner(provisional))
+    except SignatureFaultError:
         raise AccessKeyError(
             f"card {card.token.label!r} made an access certificate that does not verify"
         ) from None

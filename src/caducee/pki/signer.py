@@ -136,7 +136,11 @@ def _check(signer: CASigner, signature: bytes, tbs: bytes, digest: Digest) -> No
         else:
             key.verify(signature, tbs, ec.ECDSA(digest.hash()))
     except InvalidSignature:
-        raise KeyStoreError("the CA key produced a signature that does not verify") from None
+        raise SignatureFaultError("the CA key produced a signature that does not verify") from None
+
+
+class SignatureFaultError(KeyStoreError):
+    """A signing key (often a token) returned a signature that does not verify."""
 
 
 def sign_certificate(builder: x509.CertificateBuilder, signer: CASigner) -> x509.Certificate:
