@@ -28,6 +28,7 @@ from caducee.card import (
 )
 from caducee.card.devissuer import devpki_issuer, load_test_ca
 from caducee.card.issue import CertificateIssuer, IssuedCard, check_keystore_target
+from caducee.cli.keyargs import read_file
 from caducee.errors import ConfigError, UsageError
 from caducee.keys.open import read_pin_file
 from caducee.keys.pkcs11 import Pkcs11Module, TokenInfo, default_module_path
@@ -321,7 +322,7 @@ def issue_command(
         )  # fmt: skip
         return
     if ca_cert and ca_key:
-        ca = load_test_ca(_read(ca_cert, "CA certificate"), _read(ca_key, "CA key"))
+        ca = load_test_ca(read_file(ca_cert, "CA certificate"), read_file(ca_key, "CA key"))
     else:
         ca = devpki.make_ca("caducee throw-away card CA")
     issued = _issue(
@@ -456,10 +457,3 @@ def _issue_from_operator(
     )  # fmt: skip
     click.echo(f"certificates issued by {ca.certificate.subject.rfc4514_string()}")
     _echo_escrow(issued)
-
-
-def _read(path: str, what: str) -> bytes:
-    try:
-        return pathlib.Path(path).read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read the {what} {path}: {exc.strerror}") from None
