@@ -147,17 +147,13 @@ def sign_certificate(builder: x509.CertificateBuilder, signer: CASigner) -> x509
     digest = digest_for(signer.public_key())
     if isinstance(signer, SoftwareCASigner):
         return builder.sign(signer.private_key, _hash(digest))
-    family = "rsa" if isinstance(signer.public_key(), rsa.RSAPublicKey) else "ec"
-    draft = builder.sign(_placeholder_key(family), _hash(digest))
-    tbs = draft.tbs_certificate_bytes
-    signature = _external_signature(signer, tbs, digest)
-    _check(signer, signature, tbs, digest)
+    tbs = builder.sign(_placeholder(signer), _hash(digest)).tbs_certificate_bytes
     tbs_asn1 = asn1_x509.TbsCertificate.load(tbs)
     cert = asn1_x509.Certificate(
         {
             "tbs_certificate": tbs_asn1,
             "signature_algorithm": tbs_asn1["signature"],
-            "signature_value": signature,
+            "signature_value": _checked_signature(signer, tbs, digest),
         }
     )
     return x509.load_der_x509_certificate(cert.dump())
@@ -169,20 +165,29 @@ def sign_crl(
     digest = digest_for(signer.public_key())
     if isinstance(signer, SoftwareCASigner):
         return builder.sign(signer.private_key, _hash(digest))
-    family = "rsa" if isinstance(signer.public_key(), rsa.RSAPublicKey) else "ec"
-    draft = builder.sign(_placeholder_key(family), _hash(digest))
-    tbs = draft.tbs_certlist_bytes
-    signature = _external_signature(signer, tbs, digest)
-    _check(signer, signature, tbs, digest)
+    tbs = builder.sign(_placeholder(signer), _hash(digest)).tbs_certlist_bytes
     tbs_asn1 = asn1_crl.TbsCertList.load(tbs)
     crl = asn1_crl.CertificateList(
         {
             "tbs_cert_list": tbs_asn1,
             "signature_algorithm": tbs_asn1["signature"],
-            "signature": signature,
+            "signature": _checked_signature(signer, tbs, digest),
         }
     )
     return x509.load_der_x509_crl(crl.dump())
+
+
+def _placeholder(signer: CASigner) -> CAPrivateKey:
+    """A key of the signer's family: lays out the to-be-signed bytes with the right algorithm;
+    its signature is replaced by the external signer's."""
+    family = "rsa" if isinstance(signer.public_key(), rsa.RSAPublicKey) else "ec"
+    return _placeholder_key(family)
+
+
+def _checked_signature(signer: CASigner, tbs: bytes, digest: Digest) -> bytes:
+    signature = _external_signature(signer, tbs, digest)
+    _check(signer, signature, tbs, digest)
+    return signature
 
 
 @functools.cache
