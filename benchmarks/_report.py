@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 import platform
 import re
@@ -20,8 +21,19 @@ on one machine: compare ratios within a section, not absolute numbers across mac
 def machine() -> str:
     return (
         f"Python {platform.python_version()}, cryptography {cryptography.__version__}, "
-        f"{platform.machine()}, {platform.processor() or 'cpu'}"
+        f"{platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} cores"
     )
+
+
+def busy_cpu_seconds() -> float:
+    """CPU time spent by the whole machine so far (every process: servers included), from
+    /proc/stat; 0.0 where it does not exist."""
+    try:
+        fields = pathlib.Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def write_section(name: str, body: str) -> None:

@@ -49,6 +49,7 @@ from caducee.mail.api import (
     ServerRefusedError,
     Submitter,
 )
+from caducee.opening import PARALLEL_AFTER, Opener, Result
 from caducee.store.audit import AuditLog
 from caducee.store.messages import MessageStore, StoredMessage
 
@@ -98,6 +99,7 @@ class AgentPolicy:
     preferred_cipher: str | None = None  # ContentCipher name; None = strongest common
     minimum_cipher: str = "AES_128_CBC"  # refuse to send with anything weaker than this
     mdn_on_fetch: bool = False  # answer "processed" automatically when mail is fetched
+    fetch_workers: int = 0  # worker processes opening a backlog (software keys only)
     reporting_ua: str = "caducee"
 
 
@@ -550,10 +552,28 @@ class Agent:
     # -- receiving ---------------------------------------------------------------------------------
 
     def fetch(self, progress: Callable[[int], None] | None = None) -> FetchReport:
-        """Fetch new mail from every source; store first, then open and judge each message."""
+        """Fetch new mail from every source; store first, then open and judge each message.
+
+        A backlog is opened by worker processes as well as this one (``fetch_workers``), while
+        this one keeps fetching; each message is stored before it is opened, so an interruption
+        leaves it pending, to be judged by the next fetch.
+        """
         report = FetchReport()
-        for message in self.store.pending():  # left pending by an interrupted fetch
-            self._judge(message, report)
+        with Opener(
+            self.identity.decryption_keys,
+            workers=self.policy.fetch_workers,
+            start_after=PARALLEL_AFTER,
+        ) as opener:
+            for message, result in opener.map(self._to_open()):
+                self._judge(message, report, result)
+                if progress is not None:
+                    progress(1)
+        return report
+
+    def _to_open(self) -> Iterator[tuple[int, bytes]]:
+        """Messages left pending by an interrupted fetch, then new ones, each stored first."""
+        for message in self.store.pending():
+            yield message, self.store.get(message).wire
         for name, source in self.sources.items():
             for remote in self._remote_messages(name, source):
                 stored = self.store.add_received(
@@ -564,12 +584,8 @@ class Agent:
                     wire=remote.data,
                     outer=_outer_fields(remote.data),
                 )
-                if stored is None:
-                    continue  # already have it (a re-fetch after a crash)
-                self._judge(stored, report)
-                if progress is not None:
-                    progress(1)
-        return report
+                if stored is not None:  # None: already have it (a re-fetch after a crash)
+                    yield stored, remote.data
 
     def _remote_messages(self, name: str, source: MailboxSource) -> Iterator[RemoteMessage]:
         """New messages of one source; a renumbered IMAP mailbox (UIDVALIDITY) is read again
@@ -585,15 +601,17 @@ class Agent:
             log.warning("source %s was renumbered (UIDVALIDITY): reading it again", name)
             yield from source.fetch_new(None)
 
-    def _judge(self, message: int, report: FetchReport) -> None:
-        """Open one stored message and record the verdict; never raises for bad input."""
+    def _judge(self, message: int, report: FetchReport, opened_: Result) -> None:
+        """Record the verdict on one stored message; never raises for bad input.
+
+        ``opened_()`` gives the message opened, or raises what opening it raised."""
         report.new += 1
         report.ids.append(message)
         wire = self.store.get(message).wire
         encrypted_outside = False
         try:
             encrypted_outside = is_enveloped_mime(wire)
-            opened = open_message(wire, keys=self.identity.decryption_keys)
+            opened = opened_()
             verdict = self._verdict(opened)
         except CaduceeError as exc:
             self.store.record_verdict(

@@ -20,6 +20,7 @@ from caducee.config import Config, SourceConfig
 from caducee.errors import CaduceeError, ConfigError
 from caducee.keys.api import DecryptionKey, SigningKey
 from caducee.mail.api import MailboxSource
+from caducee.opening import default_workers
 from caducee.store.messages import MessageStore
 
 if TYPE_CHECKING:
@@ -203,6 +204,11 @@ def _open(
         preferred_cipher=config.policy.preferred_cipher,
         minimum_cipher=config.policy.minimum_cipher,
         mdn_on_fetch=config.policy.mdn_on_fetch,
+        fetch_workers=(
+            default_workers()
+            if config.policy.fetch_workers is None
+            else config.policy.fetch_workers
+        ),
     )
     agent = Agent(
         identity=identity,

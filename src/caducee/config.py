@@ -121,6 +121,7 @@ class PolicyConfig:
     mdn_on_fetch: bool = False
     request_mdn: bool = True
     poll_interval: float = 60.0
+    fetch_workers: int | None = None  # None: one per core beyond the first (at most 4)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,6 +176,15 @@ class _Table:
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise self._fail(key, "must be a positive number")
         return float(value)
+
+    def count_or_auto(self, key: str) -> int | None:
+        """A count >= 0, or "auto" (None)."""
+        value = self.data.get(key, "auto")
+        if value == "auto":
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 64:
+            raise self._fail(key, 'must be "auto" or a whole number from 0 to 64')
+        return value
 
     def path(self, key: str) -> pathlib.Path | None:
         value = self.text(key)
@@ -312,6 +322,7 @@ def parse_config(data: Mapping[str, Any], path: pathlib.Path | None) -> Config:
         mdn_on_fetch=p.flag("mdn_on_fetch", False),
         request_mdn=p.flag("request_mdn", True),
         poll_interval=p.number("poll_interval", 60.0),
+        fetch_workers=p.count_or_auto("fetch_workers"),
     )
     directory = data.get("directory", {})
     if not isinstance(directory, dict):

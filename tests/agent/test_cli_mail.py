@@ -226,6 +226,19 @@ def test_config_errors_are_one_line(tmp_path: pathlib.Path):
         )
 
 
+def test_fetch_workers_auto_or_a_count(tmp_path: pathlib.Path):
+    identity = {"email": "a@b.test", "card": "pkcs11:token=x"}
+    where = tmp_path / "c.toml"
+    assert parse_config({"identity": identity}, where).policy.fetch_workers is None
+    auto = {"identity": identity, "policy": {"fetch_workers": "auto"}}
+    assert parse_config(auto, where).policy.fetch_workers is None
+    two = {"identity": identity, "policy": {"fetch_workers": 2}}
+    assert parse_config(two, where).policy.fetch_workers == 2
+    for bad in (-1, "many", True, 1.5):
+        with pytest.raises(ConfigError, match="fetch_workers"):
+            parse_config({"identity": identity, "policy": {"fetch_workers": bad}}, where)
+
+
 def test_dump_toml_round_trips(tmp_path: pathlib.Path):
     data = {
         "data_dir": str(tmp_path / 'wé"ird\\path'),

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import email.message
 import email.policy
+import multiprocessing
 import os
 import pathlib
 import stat
 
 import pytest
 
-from caducee.agent import Attachment
+from caducee.agent import AgentPolicy, Attachment
 from caducee.core.message import protect
+from caducee.opening import PARALLEL_AFTER
 from caducee.smime import now
 
 from .conftest import AgentFactory, Operators, PostOffice
@@ -234,3 +236,43 @@ def test_audit_log_is_append_only(ops: Operators, make_agent: AgentFactory):
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
         martin.store.connection.execute("UPDATE audit SET event = 'sent'")
     assert len(martin.audit.entries()) == 1
+
+
+def test_backlog_opened_by_workers_gives_the_same_verdicts(
+    ops: Operators, post: PostOffice, make_agent: AgentFactory
+):
+    martin = make_agent(ops.martin, policy=AgentPolicy(fetch_workers=1))
+    cardio, petit = make_agent(ops.cardio), make_agent(ops.petit)
+    box = post.mailbox("martin@op1.test")
+    for i in range(PARALLEL_AFTER + 4):
+        cardio.send(["martin@op1.test"], f"m{i}", f"body {i}")
+    box.deliver(b"\x00\xff garbage \r\n\r\n")
+    petit.send(["cardio@op2.test"], "x", "not for martin")
+    box.deliver(post.submitted[-1][1])
+    for i in range(3):
+        cardio.send(["martin@op1.test"], f"late{i}", f"late {i}")
+    box.crash_after = len(box.messages) - 2  # the server goes away before the last two
+    workers_seen = []
+
+    def progress(_: int) -> None:
+        workers_seen.append(
+            sum(p.name == "caducee-opener" for p in multiprocessing.active_children())
+        )
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        martin.fetch(progress)
+    assert max(workers_seen) == 1  # the backlog went to a worker
+    stored = martin.store.messages("in")
+    assert len(stored) == len(box.messages) - 2
+    assert all(m.status != "pending" for m in stored)  # all read before the crash are judged
+    box.crash_after = None
+    report = martin.fetch()
+    assert report.new == 2
+    rows = martin.store.messages("in")
+    statuses = [(r.status, r.signature) for r in rows]
+    good = ("opened", "valid")
+    assert statuses[: PARALLEL_AFTER + 4] == [good] * (PARALLEL_AFTER + 4)
+    assert statuses[PARALLEL_AFTER + 4][0] == "failed"  # garbage
+    assert statuses[PARALLEL_AFTER + 5][0] == "failed"  # not for martin
+    assert statuses[-3:] == [good] * 3
+    assert martin.read(rows[-1].id).body.strip() == "late 2"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import binascii
 import email
 import email.message
@@ -13,8 +12,6 @@ import pytest
 from caducee.core.algorithms import Digest, SignatureScheme
 from caducee.core.mime.canon import to_lf
 from caducee.core.mime.signed import (
-    _b64_chunks,
-    b64_lines,
     is_signed_mime,
     sign_mime,
     verify_mime,
@@ -76,20 +73,6 @@ def test_opaque_shape(pki: PKI) -> None:
     assert parsed.get_param("name") == "smime.p7m"
     report, entity = verify_mime(message)
     assert report.valid and not report.detached and entity == ENTITY
-
-
-def test_b64_lines_matches_the_standard_library() -> None:
-    for size in (0, 1, 56, 57, 58, 57 * 2048, 57 * 2048 + 1, 300_001):
-        data = bytes(i % 251 for i in range(size))
-        assert b64_lines(data) == base64.encodebytes(data).replace(b"\n", b"\r\n")
-
-
-def test_b64_over_parts_equals_b64_of_the_whole() -> None:
-    sizes = [0, 3, 56, 57 * 2048 - 1, 2, 57 * 2048 * 2 + 5, 1, 0, 130]
-    parts = [bytes((n + i) % 256 for i in range(n)) for n in sizes]
-    expected = base64.encodebytes(b"".join(parts)).replace(b"\n", b"\r\n")
-    assert b"".join(_b64_chunks(parts)) == expected
-    assert b"".join(_b64_chunks([b"", b""])) == b""
 
 
 # -- tolerance for what clients send -------------------------------------------------------------

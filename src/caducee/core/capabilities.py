@@ -7,6 +7,7 @@ use them (or configuration) to choose algorithms when writing to them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 from asn1crypto import algos, cms, core
 from cryptography import x509
@@ -68,13 +69,12 @@ class Capabilities:
 
     @classmethod
     def from_der(cls, data: bytes) -> Capabilities:
-        try:
-            return cls.from_asn1(cms.SMIMECapabilites.load(data))
-        except ValueError as exc:
-            raise MalformedMessageError(str(exc), "SMIMECapabilities") from None
+        """Parsed once per distinct encoding: a correspondent sends the same in every message."""
+        return _from_der(bytes(data))
 
     def to_der(self) -> bytes:
-        return bytes(self.to_asn1().dump())
+        """Encoded once per distinct value (asn1crypto takes about a millisecond)."""
+        return _to_der(self)
 
     def to_extension(self) -> x509.UnrecognizedExtension:
         """The RFC 4262 certificate extension: a CA announcing what the key's holder decrypts."""
@@ -98,6 +98,19 @@ class Capabilities:
             return cls.from_der(value.value)
         except MalformedMessageError:
             return None  # a damaged announcement is ignored, not fatal
+
+
+@functools.lru_cache(maxsize=64)
+def _from_der(data: bytes) -> Capabilities:
+    try:
+        return Capabilities.from_asn1(cms.SMIMECapabilites.load(data))
+    except ValueError as exc:
+        raise MalformedMessageError(str(exc), "SMIMECapabilities") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _to_der(capabilities: Capabilities) -> bytes:
+    return bytes(capabilities.to_asn1().dump())
 
 
 #: What gpgsm 2.2 can decrypt: AES-CBC with RSA PKCS#1 v1.5 only.

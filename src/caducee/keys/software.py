@@ -42,6 +42,24 @@ class SoftwareKey:
     def certificate(self) -> x509.Certificate:
         return self._cert
 
+    # -- hand-over to a worker process -------------------------------------------------------
+
+    def to_worker(self) -> tuple[bytes, bytes]:
+        """(unencrypted PKCS#8 DER, certificate DER) to hand this key to a worker process of
+        the same user through its start-up pipe (:mod:`caducee.opening`); never write it to
+        disk. Card keys have no such method: they never leave the card."""
+        der = serialization.Encoding.DER
+        pkcs8 = self._key.private_bytes(
+            der, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        return pkcs8, self._cert.public_bytes(der)
+
+    @classmethod
+    def from_worker(cls, material: tuple[bytes, bytes]) -> SoftwareKey:
+        """The key again, from what :meth:`to_worker` gave."""
+        pkcs8, cert_der = material
+        return cls(load_private_key(pkcs8), x509.load_der_x509_certificate(cert_der))
+
     # -- SigningKey ------------------------------------------------------------------------------
 
     def signature_schemes(self) -> frozenset[SignatureScheme]:

@@ -520,6 +520,15 @@ def _worse(current: str, exc: BaseException) -> str:
     return current if current.startswith("5") else "451 4.3.0 delivery deferred"
 
 
+def _not_login_data_notice(record: logging.LogRecord) -> bool:
+    """aiosmtpd itself sets its deprecated ``Session.login_data`` on every successful AUTH and
+    logs a warning each time: noise about its own code, hidden here."""
+    return "login_data is deprecated" not in record.getMessage()
+
+
+logging.getLogger("mail.log").addFilter(_not_login_data_notice)
+
+
 class _AuthChecker:
     def __init__(self, credentials: dict[str, str]) -> None:
         self._credentials = credentials

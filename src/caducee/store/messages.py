@@ -465,6 +465,8 @@ class MessageStore:
 
     def set_capabilities(self, address: str, der: bytes) -> None:
         """Remember the SMIMECapabilities a correspondent announced in a valid signature."""
+        if self.capabilities(address) == der:
+            return  # every message from them says the same: no write, no sync
         with self.transaction() as db:
             db.execute(
                 "INSERT INTO peer_capabilities (address, capabilities, updated_at)"

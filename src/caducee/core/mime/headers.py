@@ -263,6 +263,18 @@ def _email_headers(head: bytes) -> Message:
     return email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
 
 
+@functools.lru_cache(maxsize=64)
+def _shared_mime_headers(head: bytes) -> Message | MimeHeaders:
+    return read_mime_headers(head)
+
+
+def shared_mime_headers(head: bytes) -> Message | MimeHeaders:
+    """:func:`read_mime_headers` for the header blocks the S/MIME layers each look at several
+    times per message (is it enveloped? signed? then unwrap it): read once, shared by every
+    caller, who must not change the result. The block may end with its last line break."""
+    return _shared_mime_headers(head.rstrip(b"\r\n"))
+
+
 def read_mime_headers(head: bytes) -> Message | MimeHeaders:
     """The header block (no blank line in it) for reading its MIME fields: a fast reader for a
     plain ASCII block of well-formed fields, else the ``email`` package's parse."""

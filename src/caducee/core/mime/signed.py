@@ -7,7 +7,6 @@ pass over the whole message.
 
 from __future__ import annotations
 
-import binascii
 import functools
 from collections.abc import Sequence
 from datetime import datetime
@@ -21,54 +20,28 @@ from caducee.core.cms.der import children, der_oid, read_tlv
 from caducee.core.cms.sign import sign_data_parts
 from caducee.core.cms.sign_attrs import OID_MESSAGE_DIGEST
 from caducee.core.cms.verify import ERR_DIGEST, SignedReport, verify_signed_data
+from caducee.core.mime import b64
 from caducee.core.mime.canon import to_crlf
-from caducee.core.mime.headers import MimeHeaders, read_mime_headers
+from caducee.core.mime.headers import MimeHeaders, shared_mime_headers
 from caducee.errors import MalformedMessageError
 from caducee.keys.api import SigningKey
 
-__all__ = ["b64_lines", "is_signed_mime", "sign_mime", "verify_mime"]
+__all__ = ["is_signed_mime", "sign_mime", "verify_mime"]
 
 _CRLF = b"\r\n"
 _SIGNATURE_TYPES = ("application/pkcs7-signature", "application/x-pkcs7-signature")
 _MIME_TYPES = ("application/pkcs7-mime", "application/x-pkcs7-mime")
-_B64_BLOCK = 57 * 2048  # input bytes per encoding step: 2048 lines of 76 characters
 
 
 def _b64_chunks(parts: Sequence[bytes]) -> list[bytes]:
-    """Base64 of the concatenation of ``parts`` in CRLF lines of 76 characters, as chunks.
-
-    Blocks are multiples of 57 input bytes (one line), so lines never straddle chunks; only
-    the few bytes around a part boundary are copied."""
+    """Base64 of the concatenation of ``parts`` in CRLF lines of 76 characters, as chunks
+    (only the few bytes around a part boundary are copied)."""
     out: list[bytes] = []
-
-    def encode(block: bytes | memoryview) -> None:
-        encoded = binascii.b2a_base64(block, newline=False)
-        out.append(_CRLF.join([encoded[i : i + 76] for i in range(0, len(encoded), 76)]))
-        out.append(_CRLF)
-
-    carry = b""
+    encoder = b64.LineEncoder(out.append)
     for part in parts:
-        view = memoryview(part)
-        if carry:
-            need = _B64_BLOCK - len(carry)
-            carry += bytes(view[:need])
-            view = view[need:]
-            if len(carry) < _B64_BLOCK:
-                continue
-            encode(carry)
-            carry = b""
-        full = len(view) - len(view) % _B64_BLOCK
-        for start in range(0, full, _B64_BLOCK):
-            encode(view[start : start + _B64_BLOCK])
-        carry = bytes(view[full:])
-    if carry:
-        encode(carry)
+        encoder.write(part)
+    encoder.close()
     return out
-
-
-def b64_lines(data: bytes) -> bytes:
-    """Base64 in CRLF-terminated lines of 76 characters (RFC 2045 §6.8), binascii-fast."""
-    return b"".join(_b64_chunks([data]))
 
 
 def _micalg(digest: Digest) -> str:
@@ -166,7 +139,7 @@ def sign_mime(
             b"Content-Transfer-Encoding: base64\r\n"
             b'Content-Disposition: attachment; filename="smime.p7s"\r\n'
             b"Content-Description: S/MIME Cryptographic Signature\r\n\r\n",
-            b64_lines(der),
+            b64.encode_lines(der),
             delimiter + b"--\r\n",
         )
     )
@@ -190,12 +163,11 @@ def _split_headers(data: bytes) -> tuple[Message | MimeHeaders, int]:
     return _parse_headers(bytes(data[:header_end])), body
 
 
-@functools.lru_cache(maxsize=32)
 def _parse_headers(head: bytes) -> Message | MimeHeaders:
     """The header block parsed once: ``is_signed_mime``, ``verify_mime`` and the message layer
     look at the same headers several times per message. Callers only read the result."""
     try:
-        return read_mime_headers(head)
+        return shared_mime_headers(head)
     except (ValueError, TypeError, LookupError) as exc:
         raise MalformedMessageError(f"cannot parse the headers ({exc})", "MIME headers") from None
 
@@ -268,17 +240,14 @@ def _decode_cms(part: bytes, where: str) -> bytes:
     headers, body = _split_headers(part)
     encoding = str(headers.get("content-transfer-encoding", "")).strip().lower()
     if encoding == "base64":
-        try:
-            return binascii.a2b_base64(memoryview(part)[body:])
-        except (binascii.Error, ValueError):
-            raise MalformedMessageError("bad base64 in the signature", where) from None
+        return b64.decode(memoryview(part)[body:], where)
     raw = part[body:]
     if not raw:
         raise MalformedMessageError("the signature is empty", where)
     if raw[0] != 0x30:  # some senders omit Content-Transfer-Encoding: base64
         try:
-            return binascii.a2b_base64(raw)
-        except (binascii.Error, ValueError):
+            return b64.decode(raw, where)
+        except MalformedMessageError:
             raise MalformedMessageError("the signature is neither DER nor base64", where) from None
     element = read_tlv(raw, 0, len(raw), where)
     return raw[: element.next]
