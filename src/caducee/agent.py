@@ -192,6 +192,16 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
+#: Outbox retries: one minute after the first failure, then twice as long each time.
+RETRY_FIRST = dt.timedelta(minutes=1)
+RETRY_MAX = dt.timedelta(hours=6)
+
+
+def _parse_time(value: str) -> dt.datetime:
+    parsed = dt.datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
 def _address(value: str | None) -> str | None:
     if not value:
         return None
@@ -482,7 +492,7 @@ class Agent:
                 raise TransportError("no SMTP submission server is configured")
             self.submitter.submit(envelope, wire)
         except TransportError as exc:
-            waiting, served = self._after_failure(item, stored, recipients, exc)
+            waiting, served = self._after_failure(item, stored, recipients, exc, attempts=0)
             if not waiting and not served:
                 raise  # refused for good, for everybody: the caller must know now
             if waiting:
@@ -504,12 +514,20 @@ class Agent:
         return SendResult(stored or 0, message_id, state, encrypted, tuple(recipients), warning)
 
     def _after_failure(
-        self, item: int, message: int | None, recipients: Sequence[str], exc: TransportError
+        self,
+        item: int,
+        message: int | None,
+        recipients: Sequence[str],
+        exc: TransportError,
+        *,
+        attempts: int,
     ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """Record a failed submission: (recipients still waiting, recipients served).
 
         A server that took the message for some recipients has sent it to them: only the ones
         refused for now (4xx) stay queued, so nobody gets it twice; 5xx refusals are final.
+        The next attempt waits twice as long as the last one (from one minute, at most six
+        hours), so a server that is down is not hammered.
         """
         if isinstance(exc, ServerRefusedError):
             served, waiting, final = exc.accepted, exc.temporary(), exc.permanent()
@@ -523,23 +541,34 @@ class Agent:
             for address in final:
                 self.store.set_recipient_state(message, address, "rejected")
         if waiting:
-            self.store.outbox_narrow(item, waiting, str(exc))
+            delay = min(RETRY_FIRST * 2**attempts, RETRY_MAX)
+            retry_at = (self.clock() + delay).isoformat(timespec="seconds")
+            self.store.outbox_narrow(item, waiting, str(exc), retry_at)
         else:
             self.store.outbox_drop(item)
         if served:
             self.audit.record("sent", message, detail=f"{len(served)} of {len(recipients)}")
         return waiting, served
 
-    def retry_outbox(self) -> tuple[int, int]:
-        """Submit what is waiting; (sent, still waiting)."""
+    def retry_outbox(self, *, due_only: bool = False) -> tuple[int, int]:
+        """Submit what is waiting; (sent, still waiting). ``due_only`` leaves the messages
+        whose next attempt is not due yet (the agent's rounds); without it everything is tried
+        now (the user asked)."""
         sent = waiting = 0
+        now = self.clock()
         for item in self.store.outbox():
+            if due_only and item.next_attempt_at and _parse_time(item.next_attempt_at) > now:
+                waiting += 1
+                continue
             try:
                 if self.submitter is None:
                     raise TransportError("no SMTP submission server is configured")
                 self.submitter.submit(Envelope(item.sender, item.recipients), item.wire)
             except TransportError as exc:
-                if self._after_failure(item.id, item.message, item.recipients, exc)[0]:
+                failed = self._after_failure(
+                    item.id, item.message, item.recipients, exc, attempts=item.attempts
+                )
+                if failed[0]:
                     waiting += 1
                 else:
                     log.warning("outbox item %d refused for good", item.id)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import pathlib
+import sqlite3
+
 import pytest
 
 from caducee.agent import Attachment, RecipientsRefusedError
 from caducee.mail.api import Envelope
 from caducee.mail.smtp import SmtpRejectedError
+from caducee.store.messages import MessageStore
 
 from .conftest import AgentFactory, Operators, PostOffice
 
@@ -154,6 +159,57 @@ def test_transport_down_queues_then_retries(
     assert martin.store.get(sent.id).recipients[0].state == "sent"
     cardio = make_agent(ops.cardio)
     assert cardio.fetch().valid == 1
+
+
+def _iso(start: dt.datetime, minutes: int) -> str:
+    return (start + dt.timedelta(minutes=minutes)).isoformat(timespec="seconds")
+
+
+def test_outbox_waits_longer_after_each_failure(
+    ops: Operators, post: PostOffice, make_agent: AgentFactory
+):
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    now = [start]
+    martin = make_agent(ops.martin, clock=lambda: now[0])
+    post.down = True
+    sent = martin.send(["cardio@op2.test"], "S", "B")
+    (item,) = martin.store.outbox()
+    assert (item.attempts, item.next_attempt_at) == (1, _iso(start, minutes=1))
+    assert martin.retry_outbox(due_only=True) == (0, 1)  # not due: not even tried
+    assert martin.store.outbox()[0].attempts == 1
+    now[0] += dt.timedelta(minutes=1)
+    assert martin.retry_outbox(due_only=True) == (0, 1)  # due, still down: waits 2 minutes
+    item = martin.store.outbox()[0]
+    assert (item.attempts, item.next_attempt_at) == (2, _iso(start, minutes=3))
+    for _ in range(12):  # many failures: never more than six hours apart
+        martin.retry_outbox()
+    last = dt.datetime.fromisoformat(martin.store.outbox()[0].next_attempt_at or "")
+    assert last - now[0] == dt.timedelta(hours=6)
+    post.down = False
+    assert martin.retry_outbox(due_only=True) == (0, 1)
+    assert martin.retry_outbox() == (1, 0)  # the user asked: tried now
+    assert martin.store.get(sent.id).recipients[0].state == "sent"
+
+
+def test_store_of_an_earlier_version_gains_the_retry_column(tmp_path: pathlib.Path):
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE outbox (id INTEGER PRIMARY KEY, message INTEGER, sender TEXT NOT NULL,"
+        " recipients TEXT NOT NULL, wire BLOB NOT NULL, queued_at TEXT NOT NULL,"
+        " attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT)"
+    )
+    old.execute(
+        "INSERT INTO outbox (sender, recipients, wire, queued_at, attempts)"
+        " VALUES ('a@op1.test', 'b@op2.test', x'00', '2026-01-01T00:00:00+00:00', 3)"
+    )
+    old.commit()
+    old.close()
+    with MessageStore(path) as store:
+        (item,) = store.outbox()
+        assert (item.attempts, item.next_attempt_at) == (3, None)
+        store.outbox_narrow(item.id, ["b@op2.test"], "down", "2026-01-01T00:08:00+00:00")
+        assert store.outbox()[0].next_attempt_at == "2026-01-01T00:08:00+00:00"
 
 
 def test_no_signing_key_still_reads(ops: Operators, post: PostOffice, make_agent: AgentFactory):

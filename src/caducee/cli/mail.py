@@ -462,7 +462,7 @@ def agent(config_path: pathlib.Path | None, once: bool, interval: float | None) 
             while not stop.is_set():
                 try:
                     report = mail_agent.fetch()
-                    sent, waiting = mail_agent.retry_outbox()
+                    sent, waiting = mail_agent.retry_outbox(due_only=True)
                     click.echo(f"fetched {report.new}, sent {sent}, waiting {waiting}", err=True)
                 except TransportError as exc:  # server down: say so, keep running
                     click.echo(f"warning: {exc}", err=True)
@@ -510,6 +510,7 @@ def outbox(config_path: pathlib.Path | None, retry: bool, as_json: bool) -> None
             "queued_at": i.queued_at,
             "attempts": i.attempts,
             "last_error": i.last_error,
+            "next_attempt_at": i.next_attempt_at,
         }
         for i in items
     ]
@@ -524,4 +525,5 @@ def outbox(config_path: pathlib.Path | None, retry: bool, as_json: bool) -> None
         click.echo(
             f"{r['id']}: message {r['message']} to {', '.join(r['recipients'])},"
             f" {r['attempts']} attempt(s), last error: {r['last_error']}"
+            + (f", next attempt {r['next_attempt_at']}" if r["next_attempt_at"] else "")
         )

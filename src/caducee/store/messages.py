@@ -72,7 +72,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     wire BLOB NOT NULL,
     queued_at TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT
+    last_error TEXT,
+    next_attempt_at TEXT
 );
 """
 
@@ -140,6 +141,7 @@ class OutboxItem:
     queued_at: str
     attempts: int
     last_error: str | None
+    next_attempt_at: str | None = None  # ISO 8601 UTC; None: at the next round
 
     def __repr__(self) -> str:
         return f"<OutboxItem {self.id} for message {self.message}, {self.attempts} attempt(s)>"
@@ -173,6 +175,7 @@ class MessageStore:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA secure_delete=ON")
             self._db.executescript(_SCHEMA)
+            self._upgrade()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the message store {self.path}: {exc}") from None
         except OSError as exc:
@@ -184,6 +187,12 @@ class MessageStore:
 
     def __repr__(self) -> str:
         return f"<MessageStore {self.path}>"
+
+    def _upgrade(self) -> None:
+        """Bring a store written by an earlier version to this schema."""
+        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(outbox)")}
+        if "next_attempt_at" not in columns:
+            self._db.execute("ALTER TABLE outbox ADD COLUMN next_attempt_at TEXT")
 
     def close(self) -> None:
         self._db.close()
@@ -506,24 +515,21 @@ class MessageStore:
                 r["queued_at"],
                 r["attempts"],
                 r["last_error"],
+                r["next_attempt_at"],
             )
             for r in self._db.execute("SELECT * FROM outbox ORDER BY id")
         ]
 
-    def outbox_failed(self, item: int, error: str) -> None:
+    def outbox_narrow(
+        self, item: int, recipients: Sequence[str], error: str, retry_at: str | None = None
+    ) -> None:
+        """A submission failed: keep waiting only for ``recipients`` (the others were served
+        or refused for good), not before ``retry_at`` (ISO 8601 UTC)."""
         with self.transaction() as db:
             db.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
-                (error, item),
-            )
-
-    def outbox_narrow(self, item: int, recipients: Sequence[str], error: str) -> None:
-        """Keep waiting only for ``recipients`` (the others were served or refused for good)."""
-        with self.transaction() as db:
-            db.execute(
-                "UPDATE outbox SET recipients = ?, attempts = attempts + 1, last_error = ?"
-                " WHERE id = ?",
-                ("\n".join(recipients), error, item),
+                "UPDATE outbox SET recipients = ?, attempts = attempts + 1, last_error = ?,"
+                " next_attempt_at = ? WHERE id = ?",
+                ("\n".join(recipients), error, retry_at, item),
             )
 
     def set_recipient_state(self, message: int, address: str, state: str) -> None:
