@@ -23,11 +23,14 @@ pyhanko-certvalidator is async only; :func:`validate_certificate` wraps
 from __future__ import annotations
 
 import asyncio
+import atexit
 import dataclasses
 import datetime as dt
 import hashlib
 import itertools
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Coroutine, Iterable, Sequence
+from typing import Any
 
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
@@ -394,8 +397,11 @@ def validate_certificate(
     intermediates: Iterable[x509.Certificate] = (),
     at_signing_time: bool = False,
 ) -> ValidationResult:
-    """Synchronous :func:`async_validate_certificate` (do not call from a running event loop)."""
-    return asyncio.run(
+    """Synchronous :func:`async_validate_certificate` (do not call from a running event loop).
+
+    The main thread reuses one event loop: starting and closing one per call (``asyncio.run``)
+    cost more than the validation itself."""
+    return _run(
         async_validate_certificate(
             cert,
             purpose=purpose,
@@ -407,3 +413,18 @@ def validate_certificate(
             at_signing_time=at_signing_time,
         )
     )
+
+
+_main_loop: asyncio.AbstractEventLoop | None = None
+
+
+def _run(coro: Coroutine[Any, Any, ValidationResult]) -> ValidationResult:
+    """Run ``coro`` to completion: on the main thread's own long-lived loop (closed at exit),
+    elsewhere on a fresh one."""
+    global _main_loop
+    if threading.current_thread() is not threading.main_thread():
+        return asyncio.run(coro)
+    if _main_loop is None or _main_loop.is_closed():
+        _main_loop = asyncio.new_event_loop()
+        atexit.register(_main_loop.close)
+    return _main_loop.run_until_complete(coro)
