@@ -105,6 +105,7 @@ def _source(spec: SourceConfig) -> MailboxSource:
         mailbox=spec.mailbox,
         security=server.security,  # type: ignore[arg-type]
         timeout=server.timeout,
+        prefetch=True,  # the next batch downloads while this one is judged and stored
     )
 
 

@@ -83,6 +83,22 @@ def test_resume_after_crash_mid_fetch_no_duplicate_no_loss(
     assert subjects == [f"m{i}".encode() for i in range(7)]
 
 
+@pytest.mark.parametrize("default", [False, True])
+def test_prefetch_default_is_the_mailboxs(
+    own_dovecot: servers.DovecotServer, mail_tls: servers.TlsFiles, default: bool
+) -> None:
+    for i in range(5):
+        lmtp_deliver(own_dovecot, ZOE, message(f"p{i}"))
+    with _box(own_dovecot, mail_tls, batch_count=2, prefetch=default) as box:
+        seen = []
+        for remote in box.fetch_new(None):  # the caller does not say: the mailbox decides
+            names = {t.name for t in threading.enumerate()}
+            seen.append(any(n.startswith("caducee-imap-prefetch") for n in names))
+            assert b"Subject: p" in remote.data
+        assert any(seen) is default
+        assert len(seen) == 5
+
+
 def test_uidvalidity_change_is_reported(
     own_dovecot: servers.DovecotServer, mail_tls: servers.TlsFiles
 ) -> None:

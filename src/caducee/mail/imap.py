@@ -77,6 +77,7 @@ class ImapMailbox:
     mailbox of large messages is read in pieces rather than in one huge response.
     ``create_missing`` creates ``mailbox`` when the server does not have it (a Sent folder);
     off by default so that a mistyped folder name is an error, not a new empty folder.
+    ``prefetch`` is what :meth:`fetch_new` does when its caller does not say.
     """
 
     def __init__(
@@ -93,6 +94,7 @@ class ImapMailbox:
         batch_count: int = 50,
         batch_bytes: int = 8 * 1024 * 1024,
         create_missing: bool = False,
+        prefetch: bool = False,
     ) -> None:
         if security not in ("starttls", "tls", "none"):
             raise ConfigError(f"IMAP security must be starttls, tls or none, not {security!r}")
@@ -107,6 +109,7 @@ class ImapMailbox:
         self.batch_count = batch_count
         self.batch_bytes = batch_bytes
         self.create_missing = create_missing
+        self.prefetch = prefetch
         self._client: imapclient.IMAPClient | None = None
         self._uidvalidity: int | None = None
         self._highest_seen = 0
@@ -243,7 +246,11 @@ class ImapMailbox:
         return sorted(uid for uid in found if uid > after)
 
     def fetch_new(
-        self, after_uid: str | None, *, uidvalidity: int | None = None, prefetch: bool = False
+        self,
+        after_uid: str | None,
+        *,
+        uidvalidity: int | None = None,
+        prefetch: bool | None = None,
     ) -> Iterator[RemoteMessage]:
         """Yield messages with UID > ``after_uid``, oldest first, in bounded batches.
 
@@ -264,6 +271,8 @@ class ImapMailbox:
         def download(batch: list[int]) -> dict[int, Any]:
             return self._run(lambda c: c.fetch(batch, ["BODY.PEEK[]"]))
 
+        if prefetch is None:
+            prefetch = self.prefetch
         if not prefetch or len(batches) == 1:
             for batch in batches:
                 yield from self._emit(batch, download(batch), validity)
