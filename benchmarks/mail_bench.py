@@ -10,6 +10,9 @@ Dovecot (Maildir) -> ImapMailbox.fetch_new (STARTTLS, UID FETCH BODY.PEEK[] in b
            in the fetching process
   caducee+workers  the same, opened by caducee.opening.Opener (worker processes, and the
            fetching process when they are busy), as `caducee fetch` opens a backlog
+  agent    what `caducee send` and `caducee fetch` do, through caducee.agent.Agent: the same
+           message as an attachment, recipient looked up and its path validated, sent copy
+           stored; fetched mail stored, opened, the signer's path validated, verdict recorded
 
 Rates are messages per second over the whole batch. Target (issue 5): caducee at least half the
 plain rate, with software keys.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import datetime as dt
 import os
 import statistics
 import sys
@@ -28,17 +32,65 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from caducee import devpki, smime
+from caducee.agent import Agent, AgentPolicy, Attachment, Identity
+from caducee.agent_trust import PkiValidator, StaticFinder
 from caducee.core.message import OpenedMessage
+from caducee.keys.software import SoftwareKey
 from caducee.mail import servers
 from caducee.mail.api import Envelope
 from caducee.opening import Opener, default_workers
+from caducee.pki import CAConfig, CertificateAuthority, CrlCache, ProfessionalIdentity, TrustStore
+from caducee.pki.ca import generate_ca_key
+from caducee.store.messages import MessageStore
 
 from _report import busy_cpu_seconds, machine, write_section
 
-ALICE, BOB = "alice@op1.test", "bob@op2.test"
+ALICE, BOB, BOB_AGENT = "alice@op1.test", "bob@op2.test", "bob.agent@op2.test"
+
+
+class Operator:
+    """A real operator CA (CRL distribution point, CRL) for the agent variant: the agent
+    refuses certificates whose revocation it cannot check."""
+
+    def __init__(self, base: Path) -> None:
+        self.epoch = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=1)
+        config = CAConfig(name="Bench Operator CA", crl_url="http://127.0.0.1:9/op.crl")
+        self.ca = CertificateAuthority.init_root(
+            base / "ca", config, key=generate_ca_key("rsa2048"), passphrase=b"bench", now=self.epoch
+        )
+
+    def person(self, email: str, pid: str) -> tuple[SoftwareKey, SoftwareKey]:
+        ident = ProfessionalIdentity("Dr", email.split("@")[0], email, pid, organisation="Bench")
+        keys = []
+        for purpose in ("signature", "encryption"):
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            keys.append(
+                SoftwareKey(key, self.ca.issue(key.public_key(), ident, purpose, now=self.epoch))
+            )
+        return keys[0], keys[1]
+
+    def agent(
+        self,
+        me: tuple[str, SoftwareKey, SoftwareKey],
+        peers: list[SoftwareKey],
+        **kw: Any,
+    ) -> Agent:
+        validator = PkiValidator(
+            TrustStore([self.ca.certificate]), CrlCache([self.ca.crl(now=self.epoch)])
+        )
+        email, signing, encryption = me
+        return Agent(
+            identity=Identity(email, signing, [encryption]),
+            finder=StaticFinder([k.certificate for k in [encryption, *peers]]),
+            validator=validator,
+            **kw,
+        )
 
 
 def message(index: int, size: int) -> bytes:
@@ -80,7 +132,8 @@ def main() -> int:
     ]
     messages = [message(i, size) for i in range(count)]
     envelope = Envelope(ALICE, (BOB,))
-    variants = ("plain", "caducee", "caducee+workers")
+    attachment = Attachment("result.pdf", os.urandom(size * 3 // 4), "application/pdf")
+    variants = ("plain", "caducee", "caducee+workers", "agent")
     samples: dict[str, dict[str, list[float]]] = {v: {"send": [], "fetch": []} for v in variants}
     cpu_ms: dict[str, list[float]] = {v: [] for v in variants}  # whole machine, per message
     crypto_s = {"protect": 0.0, "open": 0.0}
@@ -93,17 +146,49 @@ def main() -> int:
     ):
         opener.start()  # like the IMAP login: done once, before the clock starts
         tls = servers.make_tls_files(Path(tmp))
-        users = {"op1.test": {ALICE: "a-pw"}, "op2.test": {BOB: "b-pw"}}
-        with servers.MailNetwork(users, tls=tls) as net:
+        users = {"op1.test": {ALICE: "a-pw"}, "op2.test": {BOB: "b-pw", BOB_AGENT: "c-pw"}}
+        with (
+            servers.MailNetwork(users, tls=tls) as net,
+            MessageStore(Path(tmp) / "alice.sqlite") as alice_store,
+            MessageStore(Path(tmp) / "bob.sqlite") as bob_store,
+        ):
             submitter = net.submitter(ALICE, timeout=60)
             inbox = net.mailbox(BOB, timeout=60)
             inbox.batch_count = 8
+            agent_inbox = net.mailbox(BOB_AGENT, timeout=60)
+            agent_inbox.prefetch = True  # as caducee.agent_setup opens an IMAP mailbox
+            # `caducee send` / `caducee fetch` through the Agent: address book lookup and path
+            # validation (CRL) of each recipient, sent copy stored; on fetch every message
+            # stored, opened (workers for a backlog, started as the CLI does: in the timing),
+            # signer's path validated at signing time, verdict recorded.
+            operator = Operator(Path(tmp))
+            alice_keys = operator.person(ALICE, "10000000001")
+            bob_keys = operator.person(BOB_AGENT, "10000000002")
+            sender = operator.agent(
+                (ALICE, *alice_keys), [bob_keys[1]], submitter=submitter, sources={},
+                store=alice_store,
+            )  # fmt: skip
+            receiver = operator.agent(
+                (BOB_AGENT, *bob_keys),
+                [alice_keys[1]],
+                submitter=None,
+                sources={"imap": agent_inbox},
+                store=bob_store,
+                policy=AgentPolicy(fetch_workers=default_workers()),
+            )
             last = None
             # Rounds alternate the variants so that load from elsewhere hits them alike.
             for _ in range(args.rounds):
                 for variant in variants:
 
                     def send(variant: str = variant) -> int:
+                        if variant == "agent":
+                            for i in range(count):
+                                sender.send(
+                                    [BOB_AGENT], f"result {i}", "see attached",
+                                    attachments=[attachment],
+                                )  # fmt: skip
+                            return count
                         for data in messages:
                             wire = data
                             if variant != "plain":
@@ -117,6 +202,11 @@ def main() -> int:
 
                     def fetch(variant: str = variant) -> int:
                         nonlocal last, opened_here
+                        if variant == "agent":
+                            report = receiver.fetch()
+                            if report.valid != report.new:
+                                raise SystemExit(f"agent: {report.new - report.valid} not valid")
+                            return report.new
                         remote = inbox.fetch_new(last, prefetch=True)
                         if variant == "plain":
                             n = 0
@@ -160,6 +250,7 @@ def main() -> int:
                         file=sys.stderr,
                     )
             inbox.close()
+            agent_inbox.close()
 
     rate = {v: {k: statistics.median(x) for k, x in samples[v].items()} for v in variants}
     cpu = {v: statistics.median(x) for v, x in cpu_ms.items()}
@@ -177,14 +268,18 @@ def main() -> int:
         " fetching process; `caducee+workers` opens them with `caducee.opening.Opener` (what"
         f" `caducee fetch` does with a backlog): {workers} worker process(es) plus the fetching"
         " process itself when the workers are busy. MiB/s counts the plain message size; the"
-        " S/MIME wire form is about 1.4 times larger. CPU is the whole machine's (client, worker"
-        " and servers) per message fetched, from /proc/stat.",
+        " S/MIME wire form is about 1.4 times larger. `agent` is what `caducee send` and `caducee"
+        " fetch` do (caducee.agent.Agent with SQLite stores): the recipient's certificate found"
+        " and its path validated against a CRL, the sent copy stored; each fetched message"
+        " stored, opened (workers started by the fetch itself for a backlog, as the CLI does),"
+        " the signer's path validated at signing time, the verdict recorded. CPU is the whole"
+        " machine's (client, worker and servers) per message fetched, from /proc/stat.",
         "",
         "| direction | variant | msg/s | / plain | CPU ms/msg | target |",
         "|---|---|---|---|---|---|",
     ]
     for direction in ("send", "fetch"):
-        shown = variants if direction == "fetch" else ("plain", "caducee")
+        shown = variants if direction == "fetch" else ("plain", "caducee", "agent")
         for v in shown:
             r = rate[v][direction]
             ratio = r / plain[direction]
@@ -194,7 +289,7 @@ def main() -> int:
                 f"| {direction} | {v} | {r:.1f} ({r * mb:.1f} MiB/s) | {ratio:.2f} "
                 f"| {cpu_cell} | {verdict} |"
             )
-    sends = count * args.rounds * (len(variants) - 1)
+    sends = count * args.rounds * 2
     protect_ms = crypto_s["protect"] / sends * 1000
     open_ms = crypto_s["open"] / max(opened_here, 1) * 1000
     lines += [

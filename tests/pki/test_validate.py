@@ -77,6 +77,23 @@ def test_intermediate_supplied_by_the_message(two_ops: TwoOperators) -> None:
     assert len(result.path) == 3
 
 
+def test_built_paths_follow_the_trust_store(two_ops: TwoOperators) -> None:
+    trust = TrustStore([two_ops.root.certificate])
+    crls = CrlCache(two_ops.crls(at(1)))
+    with pytest.raises(UnknownCAError):  # a failure is not remembered...
+        validate_certificate(two_ops.alice.sig, purpose="signature", trust=trust, crls=crls,
+                             at=at(2))  # fmt: skip
+    trust.add_intermediate(two_ops.op_a.certificate)  # ...so the new CA is seen at once
+    for _ in range(2):  # the second time from the built path
+        result = validate_certificate(
+            two_ops.alice.sig, purpose="signature", trust=trust, crls=crls, at=at(2)
+        )
+        assert len(result.path) == 3
+    assert len(trust.built_paths) == 1
+    trust.add_anchor(two_ops.op_b.certificate)
+    assert not trust.built_paths
+
+
 @pytest.mark.parametrize(("who", "cert", "purpose", "missing"), [
     ("alice", "sig", "encryption", ["key_encipherment"]),
     ("alice", "enc", "signature", ["digital_signature"]),

@@ -19,6 +19,7 @@ import re
 from email.message import Message
 from typing import Literal
 
+from caducee.core.mime.headers import entity_headers
 from caducee.errors import MalformedMessageError, UsageError
 
 __all__ = [
@@ -138,11 +139,9 @@ def build_mdn(
 
 
 def is_mdn(entity: bytes) -> bool:
-    """True when ``entity`` is a disposition-notification report (cheap header check)."""
+    """True when ``entity`` is a disposition-notification report (its header block only)."""
     try:
-        msg = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(
-            entity, headersonly=True
-        )
+        msg = entity_headers(entity)
     except Exception:  # any parse failure means "not an MDN"
         return False
     return (

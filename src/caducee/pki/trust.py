@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from pyhanko_certvalidator.path import ValidationPath
 
 from caducee.certfiles import load_certificates
 from caducee.errors import UsageError
@@ -50,6 +51,11 @@ class TrustStore:
         self._asn1: dict[bytes, asn1_x509.Certificate] = {}
         #: Keys of paths that passed pyhanko's full check with a given set of CRLs (see validate).
         self.passed_paths: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+        #: Candidate paths already built, by leaf and extra intermediates (see validate);
+        #: emptied whenever an anchor or intermediate is added.
+        self.built_paths: collections.OrderedDict[bytes, list[ValidationPath]] = (
+            collections.OrderedDict()
+        )
         for cert in anchors:
             self.add_anchor(cert)
         for cert in intermediates:
@@ -66,11 +72,13 @@ class TrustStore:
         der = _der(cert)
         self._anchors[der] = cert
         self._intermediates.pop(der, None)
+        self.built_paths.clear()
 
     def add_intermediate(self, cert: x509.Certificate) -> None:
         der = _der(cert)
         if der not in self._anchors:
             self._intermediates[der] = cert
+            self.built_paths.clear()
 
     def add_bundle(self, data: bytes, source: str = "trust bundle") -> None:
         """Add every certificate of a PEM/DER/PKCS#7 bundle (self-signed ones become anchors)."""

@@ -225,26 +225,10 @@ async def async_validate_certificate(
         check_email(cert, email)
     check_usage(cert, purpose)
 
-    leaf = asn1_x509.Certificate.load(cert.public_bytes(Encoding.DER))
-    other = trust.asn1_intermediates() + [
-        asn1_x509.Certificate.load(c.public_bytes(Encoding.DER)) for c in intermediates
-    ]
-    anchors = trust.asn1_anchors()
-    builder_ctx = ValidationContext(
-        trust_roots=anchors, other_certs=other, moment=at, revinfo_policy=_PATH_ONLY
-    )
-    try:
-        paths: list[ValidationPath] = await builder_ctx.path_builder.async_build_paths(leaf)
-    except pv_errors.PathBuildingError:
-        raise UnknownCAError(_subject(cert), cert.issuer.rfc4514_string()) from None
-    except (ValueError, TypeError, KeyError) as exc:  # asn1crypto meeting a malformed field
-        raise InvalidCertificateError(
-            f"certificate of {_subject(cert)} (or a CA certificate) cannot be processed: "
-            f"{type(exc).__name__}"
-        ) from None
-    if not paths:  # pragma: no cover - pyhanko raises instead
-        raise UnknownCAError(_subject(cert), cert.issuer.rfc4514_string())
-
+    leaf_der = cert.public_bytes(Encoding.DER)
+    extra = [c.public_bytes(Encoding.DER) for c in intermediates]
+    other = trust.asn1_intermediates() + [asn1_x509.Certificate.load(der) for der in extra]
+    paths = await _candidate_paths(trust, leaf_der, extra, other, at, cert)
     first_error: Exception | None = None
     for path in paths:
         chain = [_to_crypto(c) for c in path.iter_certs(include_root=True)]  # anchor first
@@ -257,6 +241,43 @@ async def async_validate_certificate(
             first_error = first_error or exc
     assert first_error is not None
     raise first_error
+
+
+async def _candidate_paths(
+    trust: TrustStore,
+    leaf_der: bytes,
+    extra: list[bytes],
+    other: list[asn1_x509.Certificate],
+    at: dt.datetime,
+    cert: x509.Certificate,
+) -> list[ValidationPath]:
+    """The paths from ``cert`` to an anchor, built once per leaf (and extra intermediates)
+    for as long as the trust store does not change: building costs more than validating a
+    path whose verdict is cached, and the same few signers write again and again."""
+    key = hashlib.sha256(b"".join([leaf_der, *extra])).digest()
+    cached = trust.built_paths.get(key)
+    if cached is not None:
+        trust.built_paths.move_to_end(key)
+        return cached
+    builder_ctx = ValidationContext(
+        trust_roots=trust.asn1_anchors(), other_certs=other, moment=at, revinfo_policy=_PATH_ONLY
+    )
+    leaf = asn1_x509.Certificate.load(leaf_der)
+    try:
+        paths: list[ValidationPath] = await builder_ctx.path_builder.async_build_paths(leaf)
+    except pv_errors.PathBuildingError:
+        raise UnknownCAError(_subject(cert), cert.issuer.rfc4514_string()) from None
+    except (ValueError, TypeError, KeyError) as exc:  # asn1crypto meeting a malformed field
+        raise InvalidCertificateError(
+            f"certificate of {_subject(cert)} (or a CA certificate) cannot be processed: "
+            f"{type(exc).__name__}"
+        ) from None
+    if not paths:  # pragma: no cover - pyhanko raises instead
+        raise UnknownCAError(_subject(cert), cert.issuer.rfc4514_string())
+    trust.built_paths[key] = paths
+    while len(trust.built_paths) > _BUILT_PATHS_KEPT:
+        trust.built_paths.popitem(last=False)
+    return paths
 
 
 async def _validate_path(
@@ -415,6 +436,7 @@ def validate_certificate(
     )
 
 
+_BUILT_PATHS_KEPT = 1024
 _main_loop: asyncio.AbstractEventLoop | None = None
 
 

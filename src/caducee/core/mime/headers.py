@@ -83,6 +83,13 @@ def header_fields(data: bytes) -> list[Field]:
     return parse_fields(data if end < 0 else data[:end])
 
 
+def entity_headers(data: bytes) -> Message | MimeHeaders:
+    """The MIME fields of a message or entity, read from its header block only (the body,
+    however large, is not looked at)."""
+    end, _ = _header_end(data)
+    return shared_mime_headers(data if end < 0 else data[:end])
+
+
 def _header_end(data: bytes) -> tuple[int, int]:
     if data.startswith((b"\r\n", b"\n")):
         return 0, 2 if data.startswith(b"\r\n") else 1
