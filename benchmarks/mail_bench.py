@@ -266,13 +266,15 @@ def main() -> int:
         " `caducee` adds sign + encrypt before sending and decrypt + verify after fetching"
         " (RSA-2048 software keys, AES-256-GCM, two recipients), every message opened in the"
         " fetching process; `caducee+workers` opens them with `caducee.opening.Opener` (what"
-        f" `caducee fetch` does with a backlog): {workers} worker process(es) plus the fetching"
-        " process itself when the workers are busy. MiB/s counts the plain message size; the"
+        " `caducee fetch` does with a backlog of over 100 messages from 4 cores; forced here):"
+        f" {workers} worker process(es) plus the fetching process itself when the workers are"
+        " busy. MiB/s counts the plain message size; the"
         " S/MIME wire form is about 1.4 times larger. `agent` is what `caducee send` and `caducee"
         " fetch` do (caducee.agent.Agent with SQLite stores): the recipient's certificate found"
         " and its path validated against a CRL, the sent copy stored; each fetched message"
-        " stored, opened (workers started by the fetch itself for a backlog, as the CLI does),"
-        " the signer's path validated at signing time, the verdict recorded. CPU is the whole"
+        " stored, opened (as the CLI would on this machine), the signer's path validated at"
+        " signing time, the verdict recorded: two SQLite commits (each a sync to disk) and a"
+        " path validation per message weigh more there than the cryptography. CPU is the whole"
         " machine's (client, worker and servers) per message fetched, from /proc/stat.",
         "",
         "| direction | variant | msg/s | / plain | CPU ms/msg | target |",

@@ -100,6 +100,7 @@ class AgentPolicy:
     minimum_cipher: str = "AES_128_CBC"  # refuse to send with anything weaker than this
     mdn_on_fetch: bool = False  # answer "processed" automatically when mail is fetched
     fetch_workers: int = 0  # worker processes opening a backlog (software keys only)
+    fetch_workers_after: int = PARALLEL_AFTER  # messages of one fetch before they start
     reporting_ua: str = "caducee"
 
 
@@ -591,7 +592,7 @@ class Agent:
         with Opener(
             self.identity.decryption_keys,
             workers=self.policy.fetch_workers,
-            start_after=PARALLEL_AFTER,
+            start_after=self.policy.fetch_workers_after,
         ) as opener:
             for message, result in opener.map(self._to_open()):
                 self._judge(message, report, result)

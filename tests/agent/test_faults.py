@@ -13,7 +13,6 @@ import pytest
 
 from caducee.agent import AgentPolicy, Attachment
 from caducee.core.message import protect
-from caducee.opening import PARALLEL_AFTER
 from caducee.smime import now
 
 from .conftest import AgentFactory, Operators, PostOffice
@@ -238,10 +237,15 @@ def test_audit_log_is_append_only(ops: Operators, make_agent: AgentFactory):
     assert len(martin.audit.entries()) == 1
 
 
+PARALLEL_AFTER = 6  # a small backlog for the test: workers start after that many
+
+
 def test_backlog_opened_by_workers_gives_the_same_verdicts(
     ops: Operators, post: PostOffice, make_agent: AgentFactory
 ):
-    martin = make_agent(ops.martin, policy=AgentPolicy(fetch_workers=1))
+    martin = make_agent(
+        ops.martin, policy=AgentPolicy(fetch_workers=1, fetch_workers_after=PARALLEL_AFTER)
+    )
     cardio, petit = make_agent(ops.cardio), make_agent(ops.petit)
     box = post.mailbox("martin@op1.test")
     for i in range(PARALLEL_AFTER + 4):
