@@ -594,16 +594,17 @@ class Agent:
             workers=self.policy.fetch_workers,
             start_after=self.policy.fetch_workers_after,
         ) as opener:
-            for message, result in opener.map(self._to_open()):
-                self._judge(message, report, result)
+            for (message, wire), result in opener.map(self._to_open()):
+                self._judge(message, wire, report, result)
                 if progress is not None:
                     progress(1)
         return report
 
-    def _to_open(self) -> Iterator[tuple[int, bytes]]:
+    def _to_open(self) -> Iterator[tuple[tuple[int, bytes], bytes]]:
         """Messages left pending by an interrupted fetch, then new ones, each stored first."""
         for message in self.store.pending():
-            yield message, self.store.get(message).wire
+            wire = self.store.get(message).wire
+            yield (message, wire), wire
         for name, source in self.sources.items():
             for remote in self._remote_messages(name, source):
                 stored = self.store.add_received(
@@ -615,7 +616,7 @@ class Agent:
                     outer=_outer_fields(remote.data),
                 )
                 if stored is not None:  # None: already have it (a re-fetch after a crash)
-                    yield stored, remote.data
+                    yield (stored, remote.data), remote.data
 
     def _remote_messages(self, name: str, source: MailboxSource) -> Iterator[RemoteMessage]:
         """New messages of one source; a renumbered IMAP mailbox (UIDVALIDITY) is read again
@@ -631,13 +632,12 @@ class Agent:
             log.warning("source %s was renumbered (UIDVALIDITY): reading it again", name)
             yield from source.fetch_new(None)
 
-    def _judge(self, message: int, report: FetchReport, opened_: Result) -> None:
+    def _judge(self, message: int, wire: bytes, report: FetchReport, opened_: Result) -> None:
         """Record the verdict on one stored message; never raises for bad input.
 
         ``opened_()`` gives the message opened, or raises what opening it raised."""
         report.new += 1
         report.ids.append(message)
-        wire = self.store.get(message).wire
         encrypted_outside = False
         try:
             encrypted_outside = is_enveloped_mime(wire)
