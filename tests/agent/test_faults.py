@@ -14,6 +14,7 @@ import pytest
 from caducee.agent import AgentPolicy, Attachment
 from caducee.core.message import protect
 from caducee.smime import now
+from caducee.store.messages import MessageStore
 
 from .conftest import AgentFactory, Operators, PostOffice
 
@@ -280,3 +281,40 @@ def test_backlog_opened_by_workers_gives_the_same_verdicts(
     assert statuses[PARALLEL_AFTER + 5][0] == "failed"  # not for martin
     assert statuses[-3:] == [good] * 3
     assert martin.read(rows[-1].id).body.strip() == "late 2"
+
+
+def test_only_what_the_server_still_holds_is_written_without_a_sync(tmp_path: pathlib.Path):
+    store = MessageStore(tmp_path / "messages.sqlite")
+    db = store.connection
+
+    def mode() -> int:
+        return int(db.execute("PRAGMA synchronous").fetchone()[0])
+
+    assert mode() == 2  # FULL: every commit synced
+    trace: list[str] = []
+    db.set_trace_callback(trace.append)
+    stored = store.add_received(
+        account="imap", mailbox="INBOX", uidvalidity=1, uid="1", wire=b"x", outer={}
+    )
+    assert stored is not None
+    store.record_verdict(stored, status="failed", encrypted=False, signature=None, error="x")
+    store.queue(None, "a@op1.test", ["b@op2.test"], b"wire", "server down")
+    with pytest.raises(RuntimeError), store.transaction(recoverable=True):
+        raise RuntimeError("rolled back")
+    db.set_trace_callback(None)
+    store.close()
+    synced = True
+    written = {}
+    for sql in trace:
+        if sql.startswith("PRAGMA synchronous="):
+            synced = sql.endswith("FULL")
+        for what in ("INSERT OR IGNORE INTO messages", "UPDATE messages SET status",
+                     "INSERT INTO outbox"):  # fmt: skip
+            if sql.startswith(what):
+                written[what] = synced
+    assert written == {
+        "INSERT OR IGNORE INTO messages": False,  # fetched again after a power cut
+        "UPDATE messages SET status": False,  # judged again
+        "INSERT INTO outbox": True,  # exists nowhere else
+    }
+    assert synced  # back to FULL, even after a rollback

@@ -172,6 +172,7 @@ class MessageStore:
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # explicit: some builds default lower
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA secure_delete=ON")
             self._db.executescript(_SCHEMA)
@@ -209,15 +210,27 @@ class MessageStore:
         return self._db
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
-        self._db.execute("BEGIN IMMEDIATE")
+    def transaction(self, *, recoverable: bool = False) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception.
+
+        Every commit is synced to disk, except ``recoverable`` ones: what they write can be
+        read again from the mail server (a received message, its verdict), so a power cut may
+        lose them (WAL keeps the file consistent) and the next fetch brings them back; they are
+        then made durable by the next synced commit. Sent mail, the outbox and the audit log are
+        never written that way."""
+        if recoverable:
+            self._db.execute("PRAGMA synchronous=NORMAL")
         try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        finally:
+            if recoverable:
+                self._db.execute("PRAGMA synchronous=FULL")
 
     # -- received mail -----------------------------------------------------------------------------
 
@@ -247,7 +260,7 @@ class MessageStore:
         outer: dict[str, str | None],
     ) -> int | None:
         """Store the wire bytes (status pending); None when this UID is already stored."""
-        with self.transaction() as db:
+        with self.transaction(recoverable=True) as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO messages (direction, account, mailbox, uidvalidity, uid,"
                 " stored_at, wire, outer_from, outer_to, outer_subject, outer_date, message_id)"
@@ -297,7 +310,7 @@ class MessageStore:
             raise UsageError(f"unknown message status {status!r}")
         if signature not in (None, "valid", "invalid", "unsigned"):
             raise UsageError(f"unknown signature status {signature!r}")
-        with self.transaction() as db:
+        with self.transaction(recoverable=True) as db:
             db.execute(
                 "UPDATE messages SET status = ?, encrypted = ?, signature = ?, reason = ?,"
                 " signer_email = ?, signer_subject = ?, signer_issuer = ?, signing_time = ?,"
@@ -476,7 +489,7 @@ class MessageStore:
         """Remember the SMIMECapabilities a correspondent announced in a valid signature."""
         if self.capabilities(address) == der:
             return  # every message from them says the same: no write, no sync
-        with self.transaction() as db:
+        with self.transaction(recoverable=True) as db:
             db.execute(
                 "INSERT INTO peer_capabilities (address, capabilities, updated_at)"
                 " VALUES (?, ?, ?) ON CONFLICT (address) DO UPDATE SET"
