@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import email.errors
+import email.header
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from caducee.core.mime import headers as h
 from caducee.errors import MalformedMessageError
@@ -92,3 +97,20 @@ def test_malformed_headers_raise_typed_error(bad: bytes) -> None:
 def test_endless_header_section_is_refused() -> None:
     with pytest.raises(MalformedMessageError, match="header section"):
         h.split_message(b"X-A: " + b"a" * (h.MAX_HEADER_BYTES + 10))
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=80))
+def test_value_without_encoded_words_is_what_the_decoder_gives(text: str) -> None:
+    raw = (" " + text).encode("utf-8").replace(b"\r", b"").replace(b"\n", b"\r\n\t")
+    field = h.Field("Subject", raw)
+    unfolded = raw.decode("utf-8", "replace").replace("\r\n", "").replace("\n", "").strip()
+    try:
+        slow = str(email.header.make_header(email.header.decode_header(unfolded)))
+    except (ValueError, LookupError, email.errors.HeaderParseError):
+        slow = unfolded
+    assert field.value() == slow
+
+
+def test_value_decodes_encoded_words() -> None:
+    field = h.Field("Subject", b" =?utf-8?q?R=C3=A9sultat?= d'analyse")
+    assert field.value() == "Résultat d'analyse"

@@ -60,6 +60,8 @@ class Field:
     def value(self) -> str:
         """The decoded value, unfolded (RFC 2047 words decoded)."""
         text = self.raw.decode("utf-8", "replace").replace("\r\n", "").replace("\n", "").strip()
+        if "=?" not in text:  # no encoded word: what the decoder would give back (measured)
+            return text
         try:
             return str(email.header.make_header(email.header.decode_header(text)))
         except (ValueError, LookupError, email.errors.HeaderParseError):
