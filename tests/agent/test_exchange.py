@@ -212,6 +212,39 @@ def test_store_of_an_earlier_version_gains_the_retry_column(tmp_path: pathlib.Pa
         assert store.outbox()[0].next_attempt_at == "2026-01-01T00:08:00+00:00"
 
 
+def test_store_of_an_earlier_version_keeps_its_messages(tmp_path: pathlib.Path):
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE messages (id INTEGER PRIMARY KEY, direction TEXT NOT NULL, account TEXT"
+        " NOT NULL, mailbox TEXT NOT NULL, uidvalidity INTEGER NOT NULL, uid TEXT NOT NULL,"
+        " stored_at TEXT NOT NULL, wire BLOB NOT NULL, outer_from TEXT, outer_to TEXT,"
+        " outer_subject TEXT, outer_date TEXT, message_id TEXT, status TEXT NOT NULL DEFAULT"
+        " 'pending', encrypted INTEGER, signature TEXT, reason TEXT, signer_email TEXT,"
+        " signer_subject TEXT, signer_issuer TEXT, signing_time TEXT, verified_at TEXT,"
+        " error TEXT, is_mdn INTEGER NOT NULL DEFAULT 0, mdn_requested TEXT, mdn_sent TEXT,"
+        " UNIQUE (account, mailbox, uidvalidity, uid))"
+    )
+    old.execute(
+        "INSERT INTO messages (direction, account, mailbox, uidvalidity, uid, stored_at, wire)"
+        " VALUES ('in', 'imap', 'INBOX', 1, '7', '2026-01-01T00:00:00+00:00', x'0102')"
+    )
+    old.commit()
+    old.close()
+    with MessageStore(path) as store:
+        (kept,) = store.messages("in")
+        assert (kept.uid, kept.wire, kept.status) == ("7", b"\x01\x02", "pending")
+        assert store.last_uid("imap") == "7"
+        columns = {r[1] for r in store.connection.execute("PRAGMA table_info(messages)")}
+        assert "wire" not in columns
+        new = store.add_received(
+            account="imap", mailbox="INBOX", uidvalidity=1, uid="8", wire=b"w", outer={}
+        )
+        assert new is not None and store.get(new).wire == b"w"
+    with MessageStore(path) as again:  # opened again: nothing to move, nothing lost
+        assert [m.wire for m in again.messages("in")] == [b"\x01\x02", b"w"]
+
+
 def test_no_signing_key_still_reads(ops: Operators, post: PostOffice, make_agent: AgentFactory):
     from caducee.agent import Identity
     from caducee.errors import PolicyError

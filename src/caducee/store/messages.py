@@ -7,7 +7,8 @@ signature valid/invalid/unsigned and why, who signed, when checked, or the decry
 Received messages are keyed by (account, mailbox, uidvalidity, uid) UNIQUE: a fetch interrupted
 by a crash and started again finds what it already has and neither duplicates nor loses anything.
 The wire bytes are committed first (status ``pending``), the verdict in a second transaction; a
-pending row is simply opened again on the next fetch.
+pending row is simply opened again on the next fetch. The wire bytes live in their own table
+(``wires``) so that recording a verdict or a receipt does not rewrite the whole message.
 
 Sent messages carry one row per recipient with its delivery state (sent, then processed or
 displayed as signed MDNs arrive). The outbox (messages a server refused for now) is a table too.
@@ -36,7 +37,6 @@ CREATE TABLE IF NOT EXISTS messages (
     uidvalidity INTEGER NOT NULL,
     uid TEXT NOT NULL,
     stored_at TEXT NOT NULL,
-    wire BLOB NOT NULL,
     outer_from TEXT, outer_to TEXT, outer_subject TEXT, outer_date TEXT, message_id TEXT,
     status TEXT NOT NULL DEFAULT 'pending',
     encrypted INTEGER,
@@ -52,6 +52,10 @@ CREATE TABLE IF NOT EXISTS messages (
     UNIQUE (account, mailbox, uidvalidity, uid)
 );
 CREATE INDEX IF NOT EXISTS messages_message_id ON messages (message_id);
+CREATE TABLE IF NOT EXISTS wires (
+    message INTEGER PRIMARY KEY REFERENCES messages (id),
+    wire BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS recipients (
     message INTEGER NOT NULL REFERENCES messages (id),
     address TEXT NOT NULL,
@@ -76,6 +80,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     next_attempt_at TEXT
 );
 """
+
+#: A message with its wire bytes (kept in their own table: a verdict or receipt state updated
+#: in ``messages`` then does not rewrite a row holding the whole message).
+_SELECT = "SELECT m.*, w.wire FROM messages m JOIN wires w ON w.message = m.id"
 
 #: Delivery states in the order they progress; a later MDN never moves a recipient backwards.
 STATES = ("queued", "sent", "processed", "displayed")
@@ -194,6 +202,13 @@ class MessageStore:
         columns = {r["name"] for r in self._db.execute("PRAGMA table_info(outbox)")}
         if "next_attempt_at" not in columns:
             self._db.execute("ALTER TABLE outbox ADD COLUMN next_attempt_at TEXT")
+        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(messages)")}
+        if "wire" in columns:  # the wire bytes move out of the row every verdict rewrites
+            with self.transaction() as db:
+                db.execute(
+                    "INSERT OR IGNORE INTO wires (message, wire) SELECT id, wire FROM messages"
+                )
+                db.execute("ALTER TABLE messages DROP COLUMN wire")
 
     def close(self) -> None:
         self._db.close()
@@ -263,15 +278,14 @@ class MessageStore:
         with self.transaction(recoverable=True) as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO messages (direction, account, mailbox, uidvalidity, uid,"
-                " stored_at, wire, outer_from, outer_to, outer_subject, outer_date, message_id)"
-                " VALUES ('in', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " stored_at, outer_from, outer_to, outer_subject, outer_date, message_id)"
+                " VALUES ('in', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     account,
                     mailbox,
                     uidvalidity,
                     uid,
                     _now(),
-                    wire,
                     outer.get("from"),
                     outer.get("to"),
                     outer.get("subject"),
@@ -279,7 +293,10 @@ class MessageStore:
                     outer.get("message-id"),
                 ),
             )
-            return cur.lastrowid if cur.rowcount == 1 else None
+            if cur.rowcount != 1:
+                return None
+            db.execute("INSERT INTO wires (message, wire) VALUES (?, ?)", (cur.lastrowid, wire))
+            return cur.lastrowid
 
     def pending(self) -> list[int]:
         """Received messages stored but not yet opened (e.g. a crash came in between)."""
@@ -362,15 +379,14 @@ class MessageStore:
         with self.transaction() as db:
             cur = db.execute(
                 "INSERT INTO messages (direction, account, mailbox, uidvalidity, uid, stored_at,"
-                " wire, outer_from, outer_to, outer_subject, outer_date, message_id, status,"
+                " outer_from, outer_to, outer_subject, outer_date, message_id, status,"
                 " encrypted, signature, signer_email, signer_subject, signer_issuer, verified_at,"
-                " mdn_requested) VALUES ('out', ?, 'Sent', 0, ?, ?, ?, ?, ?, ?, ?, ?, 'opened',"
+                " mdn_requested) VALUES ('out', ?, 'Sent', 0, ?, ?, ?, ?, ?, ?, ?, 'opened',"
                 " ?, 'valid', ?, ?, ?, ?, ?)",
                 (
                     account,
                     message_id,
                     now,
-                    wire,
                     outer.get("from"),
                     outer.get("to"),
                     outer.get("subject"),
@@ -385,6 +401,7 @@ class MessageStore:
                 ),
             )
             assert cur.lastrowid is not None
+            db.execute("INSERT INTO wires (message, wire) VALUES (?, ?)", (cur.lastrowid, wire))
             for address in dict.fromkeys(a.lower() for a in recipients):
                 db.execute(
                     "INSERT INTO recipients (message, address, state, updated_at)"
@@ -463,7 +480,7 @@ class MessageStore:
         )
 
     def get(self, message: int) -> StoredMessage:
-        row = self._db.execute("SELECT * FROM messages WHERE id = ?", (message,)).fetchone()
+        row = self._db.execute(_SELECT + " WHERE m.id = ?", (message,)).fetchone()
         if row is None:
             raise UsageError(f"no message {message} in the store")
         return self._message(row)
@@ -471,14 +488,14 @@ class MessageStore:
     def messages(
         self, direction: str | None = None, include_mdn: bool = False
     ) -> list[StoredMessage]:
-        sql = "SELECT * FROM messages WHERE 1 = 1"
+        sql = _SELECT + " WHERE 1 = 1"
         args: list[object] = []
         if direction is not None:
-            sql += " AND direction = ?"
+            sql += " AND m.direction = ?"
             args.append(direction)
         if not include_mdn:
-            sql += " AND is_mdn = 0"
-        return [self._message(r) for r in self._db.execute(sql + " ORDER BY id", args)]
+            sql += " AND m.is_mdn = 0"
+        return [self._message(r) for r in self._db.execute(sql + " ORDER BY m.id", args)]
 
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
