@@ -273,8 +273,7 @@ def main() -> int:
         " fetch` do (caducee.agent.Agent with SQLite stores): the recipient's certificate found"
         " and its path validated against a CRL, the sent copy stored; each fetched message"
         " stored, opened (as the CLI would on this machine), the signer's path validated at"
-        " signing time, the verdict recorded: two SQLite commits (each a sync to disk) and a"
-        " path validation per message weigh more there than the cryptography. CPU is the whole"
+        " signing time (CRL), the verdict recorded. CPU is the whole"
         " machine's (client, worker and servers) per message fetched, from /proc/stat.",
         "",
         "| direction | variant | msg/s | / plain | CPU ms/msg | target |",
