@@ -38,10 +38,15 @@ def parse_crl(data: bytes, source: str = "CRL") -> x509.CertificateRevocationLis
         raise UsageError(f"{source}: not a PEM or DER CRL") from None
 
 
+#: Lookups answered by a scan before a CRL is indexed by serial number (the index costs about
+#: 18 scans to build, whatever the size).
+_LOOKUPS_BEFORE_INDEX = 16
+
+
 class ParsedCrl:
     """A CRL, its asn1crypto form, and a memo of the issuer keys its signature was checked with."""
 
-    __slots__ = ("_verified", "asn1", "crl", "der", "source")
+    __slots__ = ("_index", "_lookups", "_verified", "asn1", "crl", "der", "source")
 
     def __init__(self, crl: x509.CertificateRevocationList, source: str) -> None:
         self.crl = crl
@@ -49,6 +54,8 @@ class ParsedCrl:
         self.der = crl.public_bytes(serialization.Encoding.DER)
         self.asn1 = asn1_crl.CertificateList.load(self.der)
         self._verified: dict[bytes, bool] = {}
+        self._index: dict[int, x509.RevokedCertificate] | None = None
+        self._lookups = 0
 
     def __repr__(self) -> str:
         return f"<ParsedCrl {self.crl.issuer.rfc4514_string()} from {self.source}>"
@@ -71,7 +78,14 @@ class ParsedCrl:
         return ok
 
     def entry(self, serial: int) -> x509.RevokedCertificate | None:
-        return self.crl.get_revoked_certificate_by_serial_number(serial)
+        """The CRL entry for ``serial``, if revoked. pyca searches the whole list each time
+        (10 ms for 100,000 entries); a CRL asked often is indexed once instead."""
+        if self._index is None:
+            self._lookups += 1
+            if self._lookups <= _LOOKUPS_BEFORE_INDEX:
+                return self.crl.get_revoked_certificate_by_serial_number(serial)
+            self._index = {entry.serial_number: entry for entry in self.crl}
+        return self._index.get(serial)
 
 
 @dataclasses.dataclass(frozen=True)
