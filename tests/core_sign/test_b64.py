@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 
 import pytest
 from hypothesis import given
@@ -70,3 +71,25 @@ def test_decode_bad_padding_names_the_place(encoded: bytes) -> None:
     with pytest.raises(MalformedMessageError, match="bad base64") as caught:
         b64.decode(encoded, "MIME body")
     assert "MIME body" in str(caught.value)
+
+
+@given(st.binary(max_size=300), st.binary(max_size=40), st.integers(min_value=0, max_value=400))
+def test_decode_accepts_what_binascii_accepted(data: bytes, noise: bytes, at: int) -> None:
+    """Same bytes as the standard library's lenient decoder, on folded base64 with stray bytes
+    anywhere, a footer after the padding included."""
+    encoded = _reference(data)
+    mangled = encoded[:at] + noise + encoded[at:]
+    try:
+        expected: bytes | None = binascii.a2b_base64(mangled)
+    except (binascii.Error, ValueError):
+        expected = None
+    if expected is None:
+        with pytest.raises(MalformedMessageError):
+            b64.decode(mangled, "test")
+    else:
+        assert b64.decode(mangled, "test") == expected
+
+
+def test_footer_after_the_padding_is_ignored() -> None:
+    body = _reference(b"x" * 100) + b"\r\n-- \r\nList footer: unsubscribe at list.example\r\n"
+    assert b64.decode(body, "test") == b"x" * 100

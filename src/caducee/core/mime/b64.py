@@ -67,8 +67,16 @@ def encode_lines(data: bytes | memoryview) -> bytes:
 
 def decode(data: bytes | memoryview, where: str) -> bytes:
     """Decode base64 folded at any width with any line ends; other stray characters are
-    skipped as RFC 2045 §6.8 asks. Bad padding raises :class:`MalformedMessageError`."""
+    skipped as RFC 2045 §6.8 asks, and whatever follows the padding is ignored (a footer a
+    list server appended). Bad padding raises :class:`MalformedMessageError`."""
+    raw = data if isinstance(data, bytes) else bytes(data)
+    pad = raw.find(b"=")
     try:
-        return pybase64.b64decode(data, validate=False)
+        if pad >= 0 and raw[pad:].strip(_PAD_AND_SPACE):
+            return binascii.a2b_base64(raw)  # stops at the padding, as it always did here
+        return pybase64.b64decode(raw, validate=False)
     except (binascii.Error, ValueError) as exc:
         raise MalformedMessageError(f"bad base64 ({exc})", where) from None
+
+
+_PAD_AND_SPACE = b"= \t\r\n"
