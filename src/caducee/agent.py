@@ -214,7 +214,7 @@ def _address(value: str | None) -> str | None:
 def _outer_fields(wire: bytes) -> dict[str, str | None]:
     """Outer header values for the index; a header we cannot parse is just left empty."""
     try:
-        fields, _ = mime_headers.split_message(wire)
+        fields = mime_headers.header_fields(wire)  # the body is not copied
     except CaduceeError:
         return {}
     out: dict[str, str | None] = {}
