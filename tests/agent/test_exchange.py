@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import email
+import email.message
+import email.policy
+import os
 import pathlib
 import sqlite3
 
@@ -308,3 +312,48 @@ def test_permanent_refusal_of_one_recipient_is_final_for_that_one_only(
     assert sent.state == "sent" and "refused for some recipients" in (sent.warning or "")
     assert _states(martin, sent.id) == {"cardio@op2.test": "sent", "petit@op1.test": "rejected"}
     assert martin.store.outbox() == []
+
+
+def _parts(message: bytes) -> list[tuple[list[tuple[str, str]], bytes | None]]:
+    parsed = email.message_from_bytes(message, policy=email.policy.default)
+    return [
+        (
+            [(k, str(v)) for k, v in part.items() if not k.lower().startswith("content-type")]
+            + [("type", part.get_content_type()), ("filename", str(part.get_filename()))],
+            part.get_payload(decode=True),
+        )
+        for part in parsed.walk()
+        if not part.is_multipart()
+    ]
+
+
+def test_attachments_are_coded_as_the_email_package_codes_them(
+    ops: Operators, make_agent: AgentFactory
+):
+    martin = make_agent(ops.martin)
+    attachments = [
+        Attachment("compte-rendu échographie.pdf", os.urandom(57 * 40 + 13)),
+        Attachment("empty.bin", b""),
+        Attachment("scan.dcm", os.urandom(300_000), "application/dicom"),
+        Attachment("notes.txt", b"potassium 4,1 mmol/l\n"),
+    ]
+    built = martin._build_mime(
+        ["cardio@op2.test"], [], "Résultats", "Voir les pièces jointes.", attachments,
+        "<x@op1.test>", True,
+    )  # fmt: skip
+    reference = email.message.EmailMessage(policy=email.policy.SMTP)
+    for name, value in email.message_from_bytes(built, policy=email.policy.SMTP).items():
+        if not name.lower().startswith(("content-", "mime-")):
+            reference[name] = value
+    reference.set_content("Voir les pièces jointes.")
+    for att, (maintype, subtype) in zip(
+        attachments[:3], [("application", "pdf"), ("application", "octet-stream"),
+                          ("application", "dicom")], strict=True,
+    ):  # fmt: skip
+        reference.add_attachment(att.data, maintype, subtype, filename=att.filename)
+    reference.add_attachment("potassium 4,1 mmol/l\n", subtype="plain", filename="notes.txt",
+                             cte="base64")  # fmt: skip
+    assert _parts(built) == _parts(reference.as_bytes())
+    assert b"\r\n" in built and b"\n" not in built.replace(b"\r\n", b"")  # CRLF throughout
+    lines = built.split(b"\r\n")
+    assert max(len(line) for line in lines) <= 78
