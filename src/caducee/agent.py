@@ -608,29 +608,31 @@ class Agent:
             workers=self.policy.fetch_workers,
             start_after=self.policy.fetch_workers_after,
         ) as opener:
-            for (message, wire), result in opener.map(self._to_open()):
-                self._judge(message, wire, report, result)
+            for (message, wire, outer), result in opener.map(self._to_open()):
+                self._judge(message, wire, outer, report, result)
                 if progress is not None:
                     progress(1)
         return report
 
-    def _to_open(self) -> Iterator[tuple[tuple[int, bytes], bytes]]:
-        """Messages left pending by an interrupted fetch, then new ones, each stored first."""
+    def _to_open(self) -> Iterator[tuple[tuple[int, bytes, dict[str, str | None]], bytes]]:
+        """Messages left pending by an interrupted fetch, then new ones, each stored first;
+        with each, its wire bytes and outer header fields for the judging."""
         for message in self.store.pending():
             wire = self.store.get(message).wire
-            yield (message, wire), wire
+            yield (message, wire, _outer_fields(wire)), wire
         for name, source in self.sources.items():
             for remote in self._remote_messages(name, source):
+                outer = _outer_fields(remote.data)
                 stored = self.store.add_received(
                     account=name,
                     mailbox=remote.mailbox,
                     uidvalidity=remote.uidvalidity,
                     uid=remote.uid,
                     wire=remote.data,
-                    outer=_outer_fields(remote.data),
+                    outer=outer,
                 )
                 if stored is not None:  # None: already have it (a re-fetch after a crash)
-                    yield (stored, remote.data), remote.data
+                    yield (stored, remote.data, outer), remote.data
 
     def _remote_messages(self, name: str, source: MailboxSource) -> Iterator[RemoteMessage]:
         """New messages of one source; a renumbered IMAP mailbox (UIDVALIDITY) is read again
@@ -646,7 +648,14 @@ class Agent:
             log.warning("source %s was renumbered (UIDVALIDITY): reading it again", name)
             yield from source.fetch_new(None)
 
-    def _judge(self, message: int, wire: bytes, report: FetchReport, opened_: Result) -> None:
+    def _judge(
+        self,
+        message: int,
+        wire: bytes,
+        outer: Mapping[str, str | None],
+        report: FetchReport,
+        opened_: Result,
+    ) -> None:
         """Record the verdict on one stored message; never raises for bad input.
 
         ``opened_()`` gives the message opened, or raises what opening it raised."""
@@ -678,7 +687,7 @@ class Agent:
             )
             report.failed += 1
             return
-        requested = self._mdn_request(wire, opened, verdict)
+        requested = self._mdn_request(outer, opened, verdict)
         is_receipt = mdn.is_mdn(opened.entity)
         reason = verdict.reason
         if is_receipt:
@@ -767,9 +776,10 @@ class Agent:
             issuer = issuer or trusted.issuer
         return _Verdict(encrypted, "valid", None, cert, issuer, signing_time)
 
-    def _mdn_request(self, wire: bytes, opened: OpenedMessage, verdict: _Verdict) -> str | None:
+    def _mdn_request(
+        self, outer: Mapping[str, str | None], opened: OpenedMessage, verdict: _Verdict
+    ) -> str | None:
         """Honour a receipt request only for validly signed mail, and only to its From."""
-        outer = _outer_fields(wire)
         requested = outer.get(mdn.REQUEST_HEADER.lower()) or opened.headers.get(mdn.REQUEST_HEADER)
         address = _address(requested)
         if address is None or verdict.signature != "valid":

@@ -195,20 +195,25 @@ def test_outbox_waits_longer_after_each_failure(
     assert martin.store.get(sent.id).recipients[0].state == "sent"
 
 
-def test_store_of_an_earlier_version_gains_the_retry_column(tmp_path: pathlib.Path):
+def _store_of_an_earlier_version(tmp_path: pathlib.Path, *statements: str) -> pathlib.Path:
     path = tmp_path / "old.sqlite"
     old = sqlite3.connect(path)
-    old.execute(
-        "CREATE TABLE outbox (id INTEGER PRIMARY KEY, message INTEGER, sender TEXT NOT NULL,"
-        " recipients TEXT NOT NULL, wire BLOB NOT NULL, queued_at TEXT NOT NULL,"
-        " attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT)"
-    )
-    old.execute(
-        "INSERT INTO outbox (sender, recipients, wire, queued_at, attempts)"
-        " VALUES ('a@op1.test', 'b@op2.test', x'00', '2026-01-01T00:00:00+00:00', 3)"
-    )
+    for statement in statements:
+        old.execute(statement)
     old.commit()
     old.close()
+    return path
+
+
+def test_store_of_an_earlier_version_gains_the_retry_column(tmp_path: pathlib.Path):
+    path = _store_of_an_earlier_version(
+        tmp_path,
+        "CREATE TABLE outbox (id INTEGER PRIMARY KEY, message INTEGER, sender TEXT NOT NULL,"
+        " recipients TEXT NOT NULL, wire BLOB NOT NULL, queued_at TEXT NOT NULL,"
+        " attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT)",
+        "INSERT INTO outbox (sender, recipients, wire, queued_at, attempts)"
+        " VALUES ('a@op1.test', 'b@op2.test', x'00', '2026-01-01T00:00:00+00:00', 3)",
+    )
     with MessageStore(path) as store:
         (item,) = store.outbox()
         assert (item.attempts, item.next_attempt_at) == (3, None)
@@ -217,9 +222,8 @@ def test_store_of_an_earlier_version_gains_the_retry_column(tmp_path: pathlib.Pa
 
 
 def test_store_of_an_earlier_version_keeps_its_messages(tmp_path: pathlib.Path):
-    path = tmp_path / "old.sqlite"
-    old = sqlite3.connect(path)
-    old.execute(
+    path = _store_of_an_earlier_version(
+        tmp_path,
         "CREATE TABLE messages (id INTEGER PRIMARY KEY, direction TEXT NOT NULL, account TEXT"
         " NOT NULL, mailbox TEXT NOT NULL, uidvalidity INTEGER NOT NULL, uid TEXT NOT NULL,"
         " stored_at TEXT NOT NULL, wire BLOB NOT NULL, outer_from TEXT, outer_to TEXT,"
@@ -227,14 +231,10 @@ def test_store_of_an_earlier_version_keeps_its_messages(tmp_path: pathlib.Path):
         " 'pending', encrypted INTEGER, signature TEXT, reason TEXT, signer_email TEXT,"
         " signer_subject TEXT, signer_issuer TEXT, signing_time TEXT, verified_at TEXT,"
         " error TEXT, is_mdn INTEGER NOT NULL DEFAULT 0, mdn_requested TEXT, mdn_sent TEXT,"
-        " UNIQUE (account, mailbox, uidvalidity, uid))"
-    )
-    old.execute(
+        " UNIQUE (account, mailbox, uidvalidity, uid))",
         "INSERT INTO messages (direction, account, mailbox, uidvalidity, uid, stored_at, wire)"
-        " VALUES ('in', 'imap', 'INBOX', 1, '7', '2026-01-01T00:00:00+00:00', x'0102')"
+        " VALUES ('in', 'imap', 'INBOX', 1, '7', '2026-01-01T00:00:00+00:00', x'0102')",
     )
-    old.commit()
-    old.close()
     with MessageStore(path) as store:
         (kept,) = store.messages("in")
         assert (kept.uid, kept.wire, kept.status) == ("7", b"\x01\x02", "pending")
