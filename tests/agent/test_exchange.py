@@ -249,6 +249,15 @@ def test_store_of_an_earlier_version_keeps_its_messages(tmp_path: pathlib.Path):
         assert [m.wire for m in again.messages("in")] == [b"\x01\x02", b"w"]
 
 
+def test_new_store_has_pages_sized_for_whole_messages(tmp_path: pathlib.Path):
+    with MessageStore(tmp_path / "new.sqlite") as store:
+        assert store.connection.execute("PRAGMA page_size").fetchone()[0] == 16384
+        assert store.connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    old = _store_of_an_earlier_version(tmp_path, "CREATE TABLE t (x)")  # 4 KiB pages
+    with MessageStore(old) as store:  # opened as it is: the page size of a WAL store is fixed
+        assert store.connection.execute("PRAGMA page_size").fetchone()[0] == 4096
+
+
 def test_no_signing_key_still_reads(ops: Operators, post: PostOffice, make_agent: AgentFactory):
     from caducee.agent import Identity
     from caducee.errors import PolicyError

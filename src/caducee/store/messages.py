@@ -169,6 +169,9 @@ def _secure_file(path: pathlib.Path) -> None:
             os.chmod(name, 0o600)
 
 
+_PAGE_SIZE = 16384  # new stores only; an existing store keeps its own
+
+
 class MessageStore:
     """The SQLite message store; ``with MessageStore(path) as store:`` closes it."""
 
@@ -179,6 +182,9 @@ class MessageStore:
             _secure_file(self.path)
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
             self._db.row_factory = sqlite3.Row
+            # Before WAL (it fixes the page size): a new store gets 16 KiB pages, which take a
+            # received message's wire bytes (~150 KB) in a third less CPU than the default 4 KiB.
+            self._db.execute(f"PRAGMA page_size={_PAGE_SIZE}")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")  # explicit: some builds default lower
             self._db.execute("PRAGMA foreign_keys=ON")
