@@ -28,6 +28,7 @@ from caducee.directory.api import (
     fingerprint,
 )
 from caducee.errors import DirectoryError
+from caducee.sqlitetx import immediate
 
 __all__ = ["SqliteDirectory"]
 
@@ -100,13 +101,8 @@ class SqliteDirectory(Directory):
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
+                with immediate(self._db) as db:
+                    yield db
             except sqlite3.Error as exc:
                 raise DirectoryError(f"directory {self.path}: {exc}") from None
 

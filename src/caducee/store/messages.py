@@ -25,6 +25,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 
 from caducee.errors import CaduceeError, UsageError
+from caducee.sqlitetx import immediate
 
 __all__ = ["MessageStore", "OutboxItem", "RecipientState", "StoredMessage", "StoreError"]
 
@@ -242,13 +243,8 @@ class MessageStore:
         if recoverable:
             self._db.execute("PRAGMA synchronous=NORMAL")
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+            with immediate(self._db) as db:
+                yield db
         finally:
             if recoverable:
                 self._db.execute("PRAGMA synchronous=FULL")
