@@ -200,10 +200,12 @@ class Opener:
                     name="caducee-opener",
                     daemon=True,
                 )
+                try:
+                    process.start()
+                finally:
+                    their_requests.close()
+                    their_results.close()
                 self._workers.append(_Worker(process, my_requests, my_results))
-                process.start()
-                their_requests.close()
-                their_results.close()
             for worker in self._workers:
                 ready = worker.results.poll(_START_TIMEOUT) and worker.results.recv_bytes()
                 if ready != b"ready":

@@ -140,3 +140,27 @@ def test_a_failing_source_still_answers_what_was_read(pki: PKI, mailbox: list[by
             for tag, result in opener.map(source()):
                 seen.append((tag, _outcome(result)))
     assert seen == list(enumerate(_expected(pki, mailbox[:7])))
+
+
+def test_workers_that_cannot_start_leave_the_opening_here(
+    pki: PKI, mailbox: list[bytes], monkeypatch: pytest.MonkeyPatch
+):
+    """The second worker fails to start (no more processes allowed): the first is stopped and
+    every message is opened here."""
+    real_start = multiprocessing.process.BaseProcess.start
+    started: list[multiprocessing.process.BaseProcess] = []
+
+    def start_once(process: multiprocessing.process.BaseProcess) -> None:
+        if started:
+            raise OSError(11, "Resource temporarily unavailable")
+        started.append(process)
+        real_start(process)
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", start_once)
+    with Opener([pki.bob.encryption], workers=2) as opener:
+        opener.start()
+        assert not opener.parallel and opener.running == 0
+        got = [_outcome(r) for _, r in opener.map(enumerate(mailbox[:5]))]
+    assert got == _expected(pki, mailbox[:5])
+    started[0].join(10)
+    assert not started[0].is_alive() and not _children()
