@@ -28,7 +28,7 @@ import pickle
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -127,13 +127,14 @@ class _Worker:
         self.results = results
         self.capacity = _widen(requests)
         _widen(results)
-        self.busy = 0  # requests sent and not yet answered
+        self.inflight: collections.deque[_Pending[Any]] = collections.deque()  # sent, unanswered
 
     def can_take(self, size: int) -> bool:
         """A request can be written without blocking: the worker is idle (reading), or it is
         busy but has read everything before and the request fits in the pipe (the worker may
         itself be blocked writing a result: a write that blocked here would deadlock)."""
-        return self.busy == 0 or (self.busy < _DEPTH and size + 16 <= self.capacity)
+        busy = len(self.inflight)
+        return busy == 0 or (busy < _DEPTH and size + 16 <= self.capacity)
 
 
 class Opener:
@@ -218,54 +219,109 @@ class Opener:
         """For each (tag, message) in order, yield (tag, result): calling result() returns the
         opened message or raises exactly what :meth:`open` would.
 
-        With workers, ``items`` is read a few messages ahead: each goes to a worker that can
-        take it, or is opened here while the workers are busy, so every core works and this
-        process keeps fetching. Without workers each item is yielded before the next is read,
-        and opened when the caller asks for the result.
+        With workers, ``items`` is read ahead (at most ``_WINDOW`` messages): each goes to a
+        worker as soon as one can take it, oldest first. This process gives priority to its own
+        work (reading the next message, handing back an opened one); it opens a message itself
+        only when it would otherwise wait: the newest one no worker has taken, or the oldest
+        when no worker can have it. Without workers each item is yielded before the next is
+        read, and opened when the caller asks for the result.
         """
         window: collections.deque[_Pending[T]] = collections.deque()
         source = iter(items)
         count = -1
+        exhausted = False
         while True:
-            try:
-                tag, data = next(source)
-            except StopIteration:
-                break
-            except Exception:
-                # The source failed (the server went away): what was read is still answered.
-                yield from self._finish(window)
-                raise
-            count += 1
-            if not self._workers and self.parallel and count >= self._start_after:
-                self.start()
-            if not self._workers and not window:
-                yield tag, functools.partial(self.open, data)
-                continue
-            window.append(_Pending(tag, data, self._send(data)))
-            while window:
-                head = window[0]
-                if head.result is None and head.worker is not None:
-                    if len(window) < _WINDOW and not head.worker.results.poll(0):
-                        if not self._open_one_here(window):
-                            break  # nothing to do here: read the next message
-                        continue
-                    self._receive(head)
-                if head.result is None:  # opened here, or its worker failed
-                    head.result = self._here(head.data)
+            if self._workers:
+                self._collect()
+                self._feed(window)
+            head = window[0] if window else None
+            if head is not None and head.result is None and head.worker is None:
+                head.result = self._here(head.data)  # no worker has it: quickest here
+            if head is not None and head.result is not None:
                 yield window.popleft().done()
-        yield from self._finish(window)
+                continue
+            if not exhausted and len(window) < _WINDOW:
+                try:
+                    tag, data = next(source)
+                except StopIteration:
+                    exhausted = True
+                    continue
+                except Exception:
+                    # The source failed (the server went away): what was read is answered.
+                    yield from self._finish(window)
+                    raise
+                count += 1
+                if not self._workers and self.parallel and count >= self._start_after:
+                    self.start()
+                if not self._workers and not window:
+                    yield tag, functools.partial(self.open, data)
+                else:
+                    window.append(_Pending(tag, data))
+                continue
+            if head is None:
+                return
+            if not self._open_newest_here(window):
+                self._wait(head)
 
     def _finish(self, window: collections.deque[_Pending[T]]) -> Iterator[tuple[T, Result]]:
         while window:
             pending = window.popleft()
-            if pending.result is None and pending.worker is not None:
-                self._receive(pending)
+            self._wait(pending)
             yield pending.tag, pending.result or functools.partial(self.open, pending.data)
 
-    def _open_one_here(self, window: collections.deque[_Pending[T]]) -> bool:
-        """Open the oldest message that no worker took; False when there is none."""
+    def _feed(self, window: collections.deque[_Pending[T]]) -> None:
+        """Hand the oldest messages nobody holds to workers that can take them now."""
         for pending in window:
-            if pending.worker is None and pending.result is None:
+            if not pending.sent and pending.result is None:
+                worker = min(self._workers, key=lambda w: len(w.inflight), default=None)
+                if worker is None or not worker.can_take(len(pending.data)):
+                    return
+                try:
+                    worker.requests.send_bytes(pending.data)
+                except (OSError, ValueError) as exc:
+                    log.warning("worker process failed (%s): opening here", type(exc).__name__)
+                    self._give_up()
+                    return
+                pending.worker, pending.sent = worker, True
+                worker.inflight.append(pending)
+
+    def _collect(self) -> None:
+        """Read every answer already waiting, without blocking."""
+        for worker in list(self._workers):
+            try:
+                while worker.inflight and worker.results.poll(0):
+                    self._receive_one(worker)
+            except (EOFError, OSError) as exc:
+                log.warning("worker process failed (%s): opening here", type(exc).__name__)
+                self._give_up()
+                return
+
+    def _wait(self, pending: _Pending[T]) -> None:
+        """Block until the worker holding ``pending`` answers it (or fails: then nobody holds
+        it, and it is opened here)."""
+        while pending.worker is not None and pending.worker in self._workers:
+            self._receive_one(pending.worker)
+        pending.worker = None
+
+    def _receive_one(self, worker: _Worker) -> None:
+        """Read the worker's next answer: it is for the oldest message it holds. A message it
+        could not open is left to be opened here, which raises the precise error."""
+        try:
+            opened = pickle.loads(worker.results.recv_bytes())  # noqa: S301 - our own child, private pipe
+        except (EOFError, OSError, pickle.UnpicklingError) as exc:
+            log.warning("worker process failed (%s): opening here", type(exc).__name__)
+            self._give_up()
+            return
+        pending = worker.inflight.popleft()
+        pending.worker = None
+        if isinstance(opened, OpenedMessage):
+            pending.result = functools.partial(_same, opened)
+
+    def _open_newest_here(self, window: collections.deque[_Pending[T]]) -> bool:
+        """Open the newest message no worker was given (the workers take the oldest first);
+        False when there is none."""
+        for pending in reversed(window):
+            if not pending.sent and pending.result is None:
                 pending.result = self._here(pending.data)
                 return True
         return False
@@ -277,37 +333,6 @@ class Opener:
             return functools.partial(_raise, exc)
         return functools.partial(_same, opened)
 
-    def _send(self, data: bytes) -> _Worker | None:
-        """Hand ``data`` to the least busy worker; None when there is none to take it."""
-        if not self._workers:
-            return None
-        worker = min(self._workers, key=lambda w: w.busy)
-        if not worker.can_take(len(data)):
-            return None
-        try:
-            worker.requests.send_bytes(data)
-        except (OSError, ValueError) as exc:
-            log.warning("worker process failed (%s): opening here", type(exc).__name__)
-            self._give_up()
-            return None
-        worker.busy += 1
-        return worker
-
-    def _receive(self, pending: _Pending[T]) -> None:
-        """Wait for a worker's answer; a failure leaves the message to be opened here."""
-        worker, pending.worker = pending.worker, None
-        if worker is None or worker not in self._workers:
-            return
-        try:
-            opened = pickle.loads(worker.results.recv_bytes())  # noqa: S301 - our own child, private pipe
-            worker.busy -= 1
-        except (EOFError, OSError, pickle.UnpicklingError) as exc:
-            log.warning("worker process failed (%s): opening here", type(exc).__name__)
-            self._give_up()
-            return
-        if isinstance(opened, OpenedMessage):
-            pending.result = functools.partial(_same, opened)
-
     def _give_up(self) -> None:
         self._broken = True
         self._stop(wait=False)
@@ -315,8 +340,10 @@ class Opener:
     def _stop(self, *, wait: bool) -> None:
         workers, self._workers = self._workers, []
         for worker in workers:
+            for pending in worker.inflight:  # nobody holds them now: opened here
+                pending.worker = None
             with contextlib.suppress(OSError, ValueError):
-                if worker.can_take(0):
+                if not worker.inflight:
                     worker.requests.send_bytes(b"")
             worker.requests.close()
             worker.results.close()
@@ -333,12 +360,13 @@ class Opener:
 class _Pending(Generic[T]):
     """A message read from ``items`` and not yet yielded."""
 
-    __slots__ = ("data", "result", "tag", "worker")
+    __slots__ = ("data", "result", "sent", "tag", "worker")
 
-    def __init__(self, tag: T, data: bytes, worker: _Worker | None) -> None:
+    def __init__(self, tag: T, data: bytes) -> None:
         self.tag = tag
         self.data = data
-        self.worker = worker  # the worker holding it, until its answer is read
+        self.worker: _Worker | None = None  # the worker holding it, until its answer is read
+        self.sent = False  # handed to a worker once: if it fails there, it is opened here
         self.result: Result | None = None
 
     def done(self) -> tuple[T, Result]:
