@@ -25,6 +25,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -128,6 +129,20 @@ class _Worker:
         self.capacity = _widen(requests)
         _widen(results)
         self.inflight: collections.deque[_Pending[Any]] = collections.deque()  # sent, unanswered
+        self.ready = False  # it said it holds the keys
+        self.started_at = time.monotonic()
+
+    def check_ready(self) -> bool:
+        """Whether the worker holds its keys now (without waiting); raises if it failed to
+        start, or took longer than ``_START_TIMEOUT``."""
+        if not self.ready:
+            if self.results.poll(0):
+                if self.results.recv_bytes() != b"ready":
+                    raise EOFError("worker did not start")
+                self.ready = True
+            elif time.monotonic() - self.started_at > _START_TIMEOUT:
+                raise TimeoutError("worker did not start")
+        return self.ready
 
     def can_take(self, size: int) -> bool:
         """A request can be written without blocking: the worker is idle (reading), or it is
@@ -184,8 +199,10 @@ class Opener:
         """Open one message here (see :func:`caducee.core.message.open_message`)."""
         return open_message(data, keys=self._keys, extra_certificates=self._certs)
 
-    def start(self) -> None:
-        """Start the workers now and wait until each holds the keys."""
+    def start(self, *, wait: bool = True) -> None:
+        """Start the workers now and wait until each holds the keys (or, with ``wait=False``,
+        let them start while this process goes on opening: a worker takes about 0.3 s to
+        start, ~100 messages opened here)."""
         if not self.parallel or self._workers:
             return
         keys = [k.to_worker() for k in self._keys if isinstance(k, SoftwareKey)]
@@ -207,9 +224,10 @@ class Opener:
                     their_requests.close()
                     their_results.close()
                 self._workers.append(_Worker(process, my_requests, my_results))
-            for worker in self._workers:
-                ready = worker.results.poll(_START_TIMEOUT) and worker.results.recv_bytes()
-                if ready != b"ready":
+            for worker in self._workers if wait else ():
+                if worker.results.poll(_START_TIMEOUT):
+                    worker.check_ready()
+                if not worker.check_ready():
                     raise TimeoutError("worker did not start")
         except Exception as exc:
             log.warning("worker processes unavailable (%s): opening here", type(exc).__name__)
@@ -252,7 +270,7 @@ class Opener:
                     raise
                 count += 1
                 if not self._workers and self.parallel and count >= self._start_after:
-                    self.start()
+                    self.start(wait=False)
                 if not self._workers and not window:
                     yield tag, functools.partial(self.open, data)
                 else:
@@ -273,7 +291,8 @@ class Opener:
         """Hand the oldest messages nobody holds to workers that can take them now."""
         for pending in window:
             if not pending.sent and pending.result is None:
-                worker = min(self._workers, key=lambda w: len(w.inflight), default=None)
+                ready = [w for w in self._workers if w.ready]
+                worker = min(ready, key=lambda w: len(w.inflight), default=None)
                 if worker is None or not worker.can_take(len(pending.data)):
                     return
                 try:
@@ -289,9 +308,11 @@ class Opener:
         """Read every answer already waiting, without blocking."""
         for worker in list(self._workers):
             try:
+                if not worker.check_ready():
+                    continue
                 while worker.inflight and worker.results.poll(0):
                     self._receive_one(worker)
-            except (EOFError, OSError) as exc:
+            except (EOFError, OSError, TimeoutError) as exc:
                 log.warning("worker process failed (%s): opening here", type(exc).__name__)
                 self._give_up()
                 return

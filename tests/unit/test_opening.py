@@ -164,3 +164,14 @@ def test_workers_that_cannot_start_leave_the_opening_here(
     assert got == _expected(pki, mailbox[:5])
     started[0].join(10)
     assert not started[0].is_alive() and not _children()
+
+
+def test_workers_started_by_map_join_in_when_ready(pki: PKI, mailbox: list[bytes]):
+    """map() does not wait for the workers to start: messages are opened here meanwhile, and
+    the answers are the same whoever opened each one, in order."""
+    backlog = mailbox * 4
+    with Opener([pki.bob.encryption], workers=1, start_after=0) as opener:
+        got = [(tag, _outcome(r)) for tag, r in opener.map(enumerate(backlog))]
+        assert opener.running == 1
+    assert [tag for tag, _ in got] == list(range(len(backlog)))
+    assert [outcome for _, outcome in got] == _expected(pki, mailbox) * 4
