@@ -174,6 +174,19 @@ def test_wait_for_new_wakes_up_on_delivery_with_idle(
         assert box.wait_for_new(60) is True
 
 
+def test_a_new_session_resuming_with_nothing_new_waits(
+    own_dovecot: servers.DovecotServer, mail_tls: servers.TlsFiles
+) -> None:
+    """`caducee agent` starts a session that resumes after the last stored UID: mail already
+    had is not new (it used to return at once, and the agent loop spun)."""
+    lmtp_deliver(own_dovecot, ZOE, message("had before"))
+    with _box(own_dovecot, mail_tls) as first:
+        last = list(first.fetch_new(None))[-1].uid
+    with _box(own_dovecot, mail_tls) as box:
+        assert list(box.fetch_new(last)) == []
+        assert box.wait_for_new(0.3) is False
+
+
 def test_imap_down_is_a_transport_error(
     own_dovecot: servers.DovecotServer, mail_tls: servers.TlsFiles
 ) -> None:

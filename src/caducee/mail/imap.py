@@ -262,6 +262,8 @@ class ImapMailbox:
         """
         after = _parse_uid(after_uid)
         validity = self._check_validity(uidvalidity)
+        # The caller has everything up to ``after_uid``: not "new" for wait_for_new.
+        self._highest_seen = max(self._highest_seen, after)
         uids = self._run(lambda c: self._uids_after(c, after))
         if not uids:
             return

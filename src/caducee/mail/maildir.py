@@ -20,8 +20,10 @@ import os
 import pathlib
 import re
 import socket
+import stat
 import time
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 from caducee.errors import ConfigError, TransportError
 from caducee.mail.api import MailboxRenumberedError, RemoteMessage
@@ -31,6 +33,14 @@ __all__ = ["MaildirError", "MaildirSource", "deliver", "ensure_maildir", "uid_ke
 _LOCK = ".caducee-lock"
 _VALIDITY = ".caducee-uidvalidity"
 _FLAGS = {"\\Seen": "S", "\\Answered": "R", "\\Flagged": "F", "\\Deleted": "T", "\\Draft": "D"}
+#: a directory mtime this much older than the clock cannot be shared with a later change, even
+#: on filesystems with one- or two-second timestamps
+_SETTLED_NS = 3_000_000_000
+
+
+class _DirState(NamedTuple):
+    stamps: tuple[tuple[int, int, int], ...]  # (st_dev, st_ino, st_mtime_ns) of new/, cur/
+    settled: bool
 
 
 class MaildirError(TransportError):
@@ -139,14 +149,21 @@ class MaildirSource:
         self.path = pathlib.Path(path)
         self.mailbox = mailbox
         self.poll_interval = poll_interval
+        # Sort key of the newest UID handed out or asked to resume after: "new" means above it.
         self._highest: tuple[int, str] | None = None
+        # new/ and cur/ as they were when a listing last found nothing above ``_highest``.
+        self._quiet_state: _DirState | None = None
 
     def __repr__(self) -> str:
         return f"MaildirSource({str(self.path)!r}, mailbox={self.mailbox!r})"
 
     @property
     def uidvalidity(self) -> int:
-        """Created once per Maildir; changes only if the Maildir is recreated."""
+        """Created once per Maildir; changes only if the Maildir is recreated.
+
+        Like the writer, this property creates the Maildir if it is missing (the owner's view);
+        reading (:meth:`fetch_new`, :meth:`wait_for_new`) never does, see :meth:`check`.
+        """
         ensure_maildir(self.path)
         marker = self.path / _VALIDITY
         try:
@@ -196,7 +213,12 @@ class MaildirSource:
     def fetch_new(
         self, after_uid: str | None, *, uidvalidity: int | None = None
     ) -> Iterator[RemoteMessage]:
-        """Yield messages whose UID sorts after ``after_uid``, oldest first, as raw bytes."""
+        """Yield messages whose UID sorts after ``after_uid``, oldest first, as raw bytes.
+
+        A missing Maildir is an error (:class:`MaildirError`), never created here: a typo in a
+        configured path must not become an empty mailbox that looks renumbered.
+        """
+        self.check()
         validity = self.uidvalidity
         if uidvalidity is not None and uidvalidity != validity:
             raise MailboxRenumberedError(
@@ -205,6 +227,10 @@ class MaildirSource:
                 found=validity,
             )
         after = uid_key(after_uid) if after_uid else None
+        if after is not None and (self._highest is None or after > self._highest):
+            # The caller already has everything up to ``after_uid`` (a fresh process resuming
+            # from its store): it is not "new" for wait_for_new even if nothing follows it.
+            self._highest = after
         listing = self._listing()
         keys = sorted((uid_key(uid), uid) for uid in listing)
         for key, uid in keys:
@@ -217,17 +243,72 @@ class MaildirSource:
                 self._highest = key
             yield RemoteMessage(mailbox=self.mailbox, uidvalidity=validity, uid=uid, data=data)
 
+    def check(self) -> None:
+        """Raise :class:`MaildirError` unless ``path`` is a Maildir (``new/`` and ``cur/``)."""
+        self._dir_state()
+
+    def _dir_state(self) -> _DirState:
+        """Identity and modification time of ``new/`` and ``cur/``; whether they can be trusted.
+
+        Any delivery, rename or removal in a directory changes its mtime, but only at the
+        filesystem's timestamp granularity: a state is *settled* (usable to skip a listing) when
+        both mtimes were already older than :data:`_SETTLED_NS` when it was taken.
+        """
+        stamps: list[tuple[int, int, int]] = []
+        for sub in ("new", "cur"):
+            where = self.path / sub
+            try:
+                st = os.stat(where)
+            except FileNotFoundError:
+                raise MaildirError(self._missing()) from None
+            except OSError as exc:
+                raise MaildirError(f"cannot read Maildir {where}: {exc.strerror or exc}") from None
+            if not stat.S_ISDIR(st.st_mode):
+                raise MaildirError(self._missing())
+            stamps.append((st.st_dev, st.st_ino, st.st_mtime_ns))
+        now = time.time_ns()
+        settled = all(now - mtime > _SETTLED_NS for *_, mtime in stamps)
+        return _DirState(tuple(stamps), settled)
+
+    def _missing(self) -> str:
+        if not os.path.lexists(self.path):
+            why = "it does not exist"
+        elif not os.path.isdir(self.path):
+            why = "it is not a directory"
+        else:
+            why = "it has no new/ and cur/ subdirectories"
+        return f"no Maildir at {self.path}: {why}"
+
     def _has_newer(self) -> bool:
         keys = [uid_key(uid) for uid in self._listing()]
         if self._highest is None:
             return bool(keys)
         return any(key > self._highest for key in keys)
 
+    def _anything_new(self) -> bool:
+        """Is there a UID above the last one fetched (or resumed after)? Lists the Maildir only
+        when ``new/`` or ``cur/`` changed since a listing last said no."""
+        state = self._dir_state()  # before listing: a delivery after it changes the state
+        if state.settled and state == self._quiet_state:
+            return False
+        if self._has_newer():
+            self._quiet_state = None
+            return True
+        self._quiet_state = state if state.settled else None
+        return False
+
     def wait_for_new(self, timeout: float) -> bool:
-        """Poll ``new/`` and ``cur/`` for a UID after the last one yielded."""
+        """Return True as soon as a UID after the last one fetched is in ``new/`` or ``cur/``,
+        False after ``timeout`` seconds without one.
+
+        "Last one fetched" is the highest UID :meth:`fetch_new` yielded or was asked to resume
+        after, as IMAP's UID search; before any fetch, any message counts. The standard library
+        has no inotify, so this polls every ``poll_interval`` seconds, each poll costing two
+        ``stat`` calls while the Maildir does not change.
+        """
         deadline = time.monotonic() + timeout
         while True:
-            if self._has_newer():
+            if self._anything_new():
                 return True
             left = deadline - time.monotonic()
             if left <= 0:
@@ -236,6 +317,7 @@ class MaildirSource:
 
     def mark_seen(self, uids: Sequence[str]) -> None:
         """Move messages to ``cur/`` with the S flag (their UID does not change)."""
+        self.check()
         listing = self._listing()
         for uid in uids:
             path = listing.get(uid)
