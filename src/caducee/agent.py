@@ -40,7 +40,7 @@ from caducee.core.mime import b64
 from caducee.core.mime import headers as mime_headers
 from caducee.core.mime.enveloped import is_enveloped_mime
 from caducee.core.policy import choose_encryption
-from caducee.errors import CaduceeError, PolicyError, TransportError, UsageError
+from caducee.errors import CaduceeError, DirectoryError, PolicyError, TransportError, UsageError
 from caducee.keys.api import DecryptionKey, SigningKey
 from caducee.mail.api import (
     Envelope,
@@ -62,6 +62,7 @@ __all__ = [
     "Identity",
     "MessageView",
     "RecipientsRefusedError",
+    "RecipientsUnknownError",
     "SendResult",
 ]
 
@@ -79,6 +80,36 @@ class RecipientsRefusedError(PolicyError):
             " (ask them to publish their certificate, or check the address;"
             " --allow-plaintext sends signed but unencrypted)"
         )
+
+
+class RecipientsUnknownError(DirectoryError):
+    """A directory could not be asked about some recipients; nothing was sent.
+
+    Not the same as "no certificate": the recipient may well have one. Sending is refused
+    whatever ``allow_plaintext`` says (it covers recipients known to have no certificate) and
+    may be retried once the directory answers again.
+    """
+
+    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
+        self.problems = tuple(problems)
+        by_cause: dict[str, list[str]] = {}
+        for address, why in problems:  # one directory down fails every lookup the same way
+            cause = why.removeprefix(f"no entry for email={address}: ")
+            by_cause.setdefault(cause, []).append(address)
+        listed = "; ".join(f"{', '.join(addrs)}: {cause}" for cause, addrs in by_cause.items())
+        super().__init__(
+            f"not sent: could not look up the certificate of {listed}"
+            " (a directory is unavailable: try again later)"
+        )
+
+
+def _check_header_text(value: str, what: str) -> None:
+    """Refuse line breaks and other control characters in a header value we write (a CR or LF
+    would end the field and let the rest pass for another header)."""
+    bad = next((ch for ch in value if not ch.isprintable() and ch != "\t"), None)
+    if bad is not None:
+        kind = "a line break" if bad in "\r\n" else f"control character U+{ord(bad):04X}"
+        raise UsageError(f"the {what} contains {kind}: give it on one line, in plain text")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,13 +357,26 @@ class Agent:
     def check_recipients(
         self, addresses: Sequence[str]
     ) -> tuple[list[tuple[str, TrustVerdict]], list[tuple[str, str]]]:
-        """(address, trusted encryption certificate) for each, and (address, why not) problems."""
+        """(address, trusted encryption certificate) for each, and (address, why not) problems
+        (a failed directory lookup among them)."""
+        found, problems, unknown = self._lookup_recipients(addresses)
+        return found, problems + [(a, f"directory lookup failed ({why})") for a, why in unknown]
+
+    def _lookup_recipients(
+        self, addresses: Sequence[str]
+    ) -> tuple[list[tuple[str, TrustVerdict]], list[tuple[str, str]], list[tuple[str, str]]]:
+        """Found certificates, recipients without a valid one, and recipients that could not
+        be looked up (a directory down: (address, the directory's error))."""
         found: list[tuple[str, TrustVerdict]] = []
         problems: list[tuple[str, str]] = []
+        unknown: list[tuple[str, str]] = []
         now = self.clock()
         for address in addresses:
             try:
                 candidates = self.finder.find_encryption_certificates(address)
+            except DirectoryError as exc:
+                unknown.append((address, str(exc)))
+                continue
             except CaduceeError as exc:
                 problems.append((address, f"directory lookup failed ({exc})"))
                 continue
@@ -352,7 +396,7 @@ class Agent:
                 break
             else:
                 problems.append((address, "; ".join(dict.fromkeys(reasons))))
-        return found, problems
+        return found, problems, unknown
 
     def send(
         self,
@@ -368,9 +412,17 @@ class Agent:
         """Sign (one card operation), encrypt to every recipient and to the sender, submit.
 
         Raises :class:`RecipientsRefusedError` before anything leaves when a recipient has no
-        valid certificate (unless ``allow_plaintext``). A transport failure queues the message
-        in the outbox (``state == "queued"``); nothing is lost.
+        valid certificate (unless ``allow_plaintext``), and :class:`RecipientsUnknownError`
+        (even with ``allow_plaintext``) when a directory that might hold a recipient's
+        certificate is unavailable. A transport failure queues the message in the outbox
+        (``state == "queued"``); nothing is lost.
         """
+        _check_header_text(subject, "subject")
+        for address in [*to, *cc]:
+            _check_header_text(address.strip(), f"recipient address {address.strip()[:80]!r}")
+        _check_header_text(self.identity.email, "sender address")
+        if self.identity.display_name:
+            _check_header_text(self.identity.display_name, "sender's display name")
         to = [a.strip() for a in to if a.strip()]
         cc = [a.strip() for a in cc if a.strip()]
         everyone = list(dict.fromkeys(a.lower() for a in [*to, *cc]))
@@ -385,7 +437,9 @@ class Agent:
                 "no signing key: this identity cannot sign (card missing or revoked);"
                 " reading mail still works"
             )
-        found, problems = self.check_recipients(everyone)
+        found, problems, unknown = self._lookup_recipients(everyone)
+        if unknown:
+            raise RecipientsUnknownError(unknown)
         warning = None
         if problems and not allow_plaintext:
             raise RecipientsRefusedError(problems)
@@ -511,7 +565,7 @@ class Agent:
             if not waiting and not served:
                 raise  # refused for good, for everybody: the caller must know now
             if waiting:
-                log.warning("message queued in the outbox: %s", type(exc).__name__)
+                log.warning("message queued in the outbox: %s", exc)
                 warning = f"queued in the outbox for {', '.join(waiting)}, will retry ({exc})" + (
                     f"; {warning}" if warning else ""
                 )
@@ -903,7 +957,7 @@ class Agent:
                 keep=False,
             )
         except CaduceeError as exc:
-            log.warning("receipt for message %d not sent: %s", message, type(exc).__name__)
+            log.warning("receipt for message %d not sent: %s", message, exc)
             return
         self.store.mark_mdn_sent(message, disposition)
         self.audit.record("mdn-sent", message, detail=disposition)

@@ -16,6 +16,8 @@ import html.parser
 import re
 import unicodedata
 
+from caducee.core.mime import filenames
+
 __all__ = ["Part", "Rendered", "html_to_text", "render_entity", "safe_filename"]
 
 MAX_BODY_CHARS = 1 << 20
@@ -118,8 +120,8 @@ def render_entity(entity: bytes) -> tuple[Rendered, list[tuple[Part, bytes]]]:
     attachments: list[tuple[Part, bytes]] = []
     for index, leaf in enumerate(_leaves(msg), start=1):
         ctype = leaf.get_content_type()
-        disposition = (leaf.get("Content-Disposition") or "").split(";")[0].strip().lower()
-        raw_name = leaf.get_filename()
+        disposition = filenames.disposition(leaf)
+        raw_name = filenames.filename(leaf)
         is_attachment = disposition == "attachment" or (
             raw_name is not None and disposition != "inline"
         )

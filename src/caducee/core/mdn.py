@@ -7,11 +7,16 @@ a ``multipart/report; report-type=disposition-notification`` whose second part i
 encrypts the report like any other message, so the sender can trust it.
 
 The caller supplies the MIME boundary and the date (no randomness or clock here).
+
+The original subject may be any text (patients' names are not ASCII): the report's Subject is
+then RFC 2047-encoded and its human-readable part is UTF-8 in base64, so the report stays 7-bit.
+Every other field must be printable ASCII, and a value that is not is refused, never rewritten.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import email.header
 import email.parser
 import email.policy
 import email.utils
@@ -19,6 +24,7 @@ import re
 from email.message import Message
 from typing import Literal
 
+from caducee.core.mime import b64
 from caducee.core.mime.headers import entity_headers
 from caducee.errors import MalformedMessageError, UsageError
 
@@ -27,6 +33,7 @@ __all__ = [
     "Disposition",
     "MdnReport",
     "build_mdn",
+    "encode_subject",
     "is_mdn",
     "mdn_request_address",
     "parse_mdn",
@@ -37,6 +44,8 @@ Disposition = Literal["displayed", "processed", "deleted", "dispatched"]
 _DISPOSITIONS = ("displayed", "processed", "deleted", "dispatched")
 _BOUNDARY = re.compile(r"^[0-9A-Za-z'()+_,./:=?-]{1,69}$")
 _SAFE_FIELD = re.compile(r"^[\x20-\x7e]*$")
+#: at most this many characters of the original subject are quoted in the report
+MAX_SUBJECT = 200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +64,22 @@ def _clean(value: str, what: str) -> str:
     if not _SAFE_FIELD.match(value):
         raise UsageError(f"MDN {what} must be printable ASCII on one line")
     return value
+
+
+def _subject_text(value: str | None) -> str:
+    """The original subject on one line: control characters become spaces (it is quoted for
+    information only, so it is tidied rather than refused), at most :data:`MAX_SUBJECT`."""
+    text = "".join(ch if ch.isprintable() else " " for ch in value or "")
+    return " ".join(text.split())[:MAX_SUBJECT]
+
+
+def encode_subject(text: str) -> str:
+    """A Subject field value: as is when ASCII, else RFC 2047 encoded words (UTF-8), folded
+    with CRLF so no line exceeds 78 characters."""
+    if text.isascii():
+        return text
+    header = email.header.Header(text, charset="utf-8", header_name="Subject")
+    return header.encode(linesep="\r\n", maxlinelen=76)
 
 
 def mdn_request_address(headers: Message | dict[str, str]) -> str | None:
@@ -97,7 +122,7 @@ def build_mdn(
     )
     orig_id = _clean(original_message_id, "Original-Message-ID")
     recipient = _clean(final_recipient, "Final-Recipient")
-    subject = _clean(original_subject or "", "subject").replace("\t", " ")
+    subject = _subject_text(original_subject)
     what = {
         "displayed": "was displayed to",
         "processed": "was processed for",
@@ -118,7 +143,7 @@ def build_mdn(
     head = (
         f"From: {_clean(from_address, 'From')}\r\n"
         f"To: {_clean(to_address, 'To')}\r\n"
-        f"Subject: Read receipt: {subject or orig_id}\r\n"
+        f"Subject: {encode_subject(f'Read receipt: {subject or orig_id}')}\r\n"
         f"Date: {_clean(date, 'Date')}\r\n"
         f"Message-ID: {_clean(message_id, 'Message-ID')}\r\n"
         "MIME-Version: 1.0\r\n"
@@ -126,10 +151,17 @@ def build_mdn(
         f' boundary="{boundary}"\r\n'
         "\r\n"
     )
+    if human.isascii():
+        human_part = f"Content-Type: text/plain; charset=us-ascii\r\n\r\n{human}"
+    else:
+        human_part = (
+            "Content-Type: text/plain; charset=utf-8\r\n"
+            "Content-Transfer-Encoding: base64\r\n\r\n"
+            + b64.encode_lines(human.encode("utf-8")).decode("ascii")
+        )
     body = (
         f"--{boundary}\r\n"
-        "Content-Type: text/plain; charset=us-ascii\r\n\r\n"
-        f"{human}\r\n"
+        f"{human_part}\r\n"
         f"--{boundary}\r\n"
         "Content-Type: message/disposition-notification\r\n\r\n"
         f"{report}\r\n"

@@ -282,6 +282,15 @@ def start_server(
 # --- client ------------------------------------------------------------------------------------
 
 
+def _unreachable(reason: object, timeout: float) -> str:
+    """What happened, in words: refused at once and silent are different faults."""
+    if isinstance(reason, ConnectionRefusedError):
+        return "unreachable: connection refused (is the directory server running at this address?)"
+    if isinstance(reason, TimeoutError):
+        return f"no answer (silent for {timeout:g}s)"
+    return f"unreachable ({reason})"
+
+
 class HttpDirectory(Directory):
     """A remote directory reached over HTTP(S); ``token`` is needed only to publish/withdraw."""
 
@@ -337,7 +346,7 @@ class HttpDirectory(Directory):
         except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
             reason = getattr(exc, "reason", exc)
             raise DirectoryUnavailableError(
-                f"{self.name}: unreachable or silent for {self.timeout:g}s ({reason})"
+                f"{self.name}: {_unreachable(reason, self.timeout)}"
             ) from None
         except (OSError, http.client.HTTPException) as exc:
             raise DirectoryUnavailableError(f"{self.name}: transport failure ({exc})") from None

@@ -124,6 +124,17 @@ def _certificate_blobs(raw: dict[str, Any], where: str, problems: list[str]) -> 
     return list(dict.fromkeys(blobs))
 
 
+def _unreachable(exc: Exception, timeout: float) -> str:
+    """What happened, in words: ldap3 reports a refused connection and a silent server with
+    the same exception class, so its message says which."""
+    text = str(exc).lower()
+    if "refused" in text:
+        return "unreachable: connection refused (is the directory server running at this address?)"
+    if isinstance(exc, ldap_exc.LDAPResponseTimeoutError) or "timed out" in text:
+        return f"no answer (silent for {timeout:g}s)"
+    return f"unreachable ({type(exc).__name__}: {str(exc)[:160]})"
+
+
 def _close(conn: ldap3.Connection) -> None:
     """Unbind, and make sure the socket is closed even when the server does not answer."""
     with contextlib.suppress(Exception):  # already broken; nothing more to report
@@ -165,6 +176,9 @@ class LdapDirectory(Directory):
         self._password = password
         self._lock = threading.RLock()
         self._conn: ldap3.Connection | None = None
+        #: why the last connection failed: ldap3 then marks the address unavailable and only
+        #: says "invalid server address" until it tries again
+        self._last_unreachable: str | None = None
         # ldap3 does not check the server certificate unless told to: for ldaps://, require it.
         tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=ca_file)
         try:
@@ -199,8 +213,7 @@ class LdapDirectory(Directory):
                 if conn is not None:
                     _close(conn)
                 raise DirectoryUnavailableError(
-                    f"{self.name}: unreachable or silent for {self.timeout:g}s "
-                    f"({type(exc).__name__})"
+                    f"{self.name}: {self._why_unreachable(exc)}"
                 ) from None
             except ldap_exc.LDAPException as exc:
                 if conn is not None:
@@ -208,6 +221,12 @@ class LdapDirectory(Directory):
                 raise DirectoryError(f"{self.name}: {exc}") from None
             self._conn = conn
         return self._conn
+
+    def _why_unreachable(self, exc: Exception) -> str:
+        if "invalid server address" in str(exc) and self._last_unreachable:
+            return self._last_unreachable
+        self._last_unreachable = _unreachable(exc, self.timeout)
+        return self._last_unreachable
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
@@ -234,8 +253,7 @@ class LdapDirectory(Directory):
                     ):
                         continue  # the server restarted: one fresh connection
                     raise DirectoryUnavailableError(
-                        f"{self.name}: {op} failed, directory unreachable or silent for "
-                        f"{self.timeout:g}s ({type(exc).__name__})"
+                        f"{self.name}: {op} failed, {self._why_unreachable(exc)}"
                     ) from None
                 except ldap_exc.LDAPException as exc:
                     self._drop()
