@@ -10,11 +10,12 @@ directory. Secrets are never written in it: PINs come from the card prompt, pass
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import pathlib
 import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from caducee.core.algorithms import ContentCipher
@@ -144,6 +145,32 @@ class Config:
 # -- reading -------------------------------------------------------------------------------------
 
 
+#: The keys of each table (see docs/messaging.md): anything else is refused.
+_ROOT_KEYS = (
+    "data_dir", "address_book", "identity", "trust", "directory", "smtp", "imap", "maildir",
+    "policy",
+)  # fmt: skip
+_IDENTITY_KEYS = tuple(f.name for f in dataclasses.fields(IdentityConfig))
+_TRUST_KEYS = tuple(f.name for f in dataclasses.fields(TrustConfig))
+_POLICY_KEYS = tuple(f.name for f in dataclasses.fields(PolicyConfig))
+_SERVER_KEYS = ("host", "port", "security", "username", "password_file", "timeout")
+_IMAP_KEYS = (*_SERVER_KEYS, "name", "mailbox")
+_MAILDIR_KEYS = ("name", "path")
+#: ``[directory]`` and ``[[directory.operators]]``, as read by caducee.directory.federation.
+_DIRECTORY_KEYS = ("operators", "ttl", "max_stale", "timeout")
+_OPERATOR_KEYS = (
+    "name", "url", "timeout", "base_dn", "bind_dn", "password", "password_file", "token",
+    "token_file", "ca_file",
+)  # fmt: skip
+
+
+def _did_you_mean(key: str, known: Collection[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean '{close[0]}'?)"
+    return f" (known keys: {', '.join(sorted(known))})"
+
+
 class _Table:
     """A TOML table read with the file name and table path in every error."""
 
@@ -154,6 +181,12 @@ class _Table:
 
     def _fail(self, key: str, what: str) -> ConfigError:
         return ConfigError(f"{self.where}: '{key}' {what}")
+
+    def only(self, known: Collection[str]) -> None:
+        """Refuse keys this table does not define: a typo must not silently keep a default."""
+        for key in self.data:
+            if key not in known:
+                raise ConfigError(f"{self.where}: unknown key '{key}'{_did_you_mean(key, known)}")
 
     def text(self, key: str, default: str | None = None, required: bool = False) -> str | None:
         value = self.data.get(key, default)
@@ -264,7 +297,9 @@ def parse_config(data: Mapping[str, Any], path: pathlib.Path | None) -> Config:
     where = str(path) if path else "configuration"
     base = path.parent if path else pathlib.Path.cwd()
     root = _Table(data, where, base)
+    root.only(_ROOT_KEYS)
     ident = root.table("identity")
+    ident.only(_IDENTITY_KEYS)
     email = ident.text("email", required=True)
     assert email is not None
     if "@" not in email:
@@ -292,12 +327,15 @@ def parse_config(data: Mapping[str, Any], path: pathlib.Path | None) -> Config:
     if (identity.signing_key is None) != (identity.signing_cert is None):
         raise ConfigError(f"{ident.where}: give both 'signing_key' and 'signing_cert'")
     t = root.table("trust")
+    t.only(_TRUST_KEYS)
     trust = TrustConfig(
         t.paths("anchors"), t.paths("intermediates"), t.paths("crls"), t.flag("fetch_crls", True)
     )
     smtp = root.table("smtp")
+    smtp.only(_SERVER_KEYS)
     sources: list[SourceConfig] = []
     for s in root.tables("imap"):
+        s.only(_IMAP_KEYS)
         sources.append(
             SourceConfig(
                 s.text("name", f"imap{len(sources) + 1}") or "imap",
@@ -306,6 +344,7 @@ def parse_config(data: Mapping[str, Any], path: pathlib.Path | None) -> Config:
             )
         )
     for s in root.tables("maildir"):
+        s.only(_MAILDIR_KEYS)
         sources.append(
             SourceConfig(
                 s.text("name", f"maildir{len(sources) + 1}") or "maildir", maildir=s.path("path")
@@ -315,6 +354,7 @@ def parse_config(data: Mapping[str, Any], path: pathlib.Path | None) -> Config:
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: mailbox names must be unique, got {names}")
     p = root.table("policy")
+    p.only(_POLICY_KEYS)
     policy = PolicyConfig(
         allow_plaintext=p.flag("allow_plaintext", True),
         minimum_cipher=_cipher(p, "minimum_cipher", "AES_128_CBC") or "AES_128_CBC",
@@ -324,15 +364,16 @@ def parse_config(data: Mapping[str, Any], path: pathlib.Path | None) -> Config:
         poll_interval=p.number("poll_interval", 60.0),
         fetch_workers=p.count_or_auto("fetch_workers"),
     )
-    directory = data.get("directory", {})
-    if not isinstance(directory, dict):
-        raise ConfigError(f"{where}: 'directory' must be a table")
+    directory = root.table("directory")
+    directory.only(_DIRECTORY_KEYS)
+    for op in directory.tables("operators"):
+        op.only(_OPERATOR_KEYS)
     data_dir = root.path("data_dir") or default_data_dir()
     return Config(
         path=path,
         identity=identity,
         trust=trust,
-        directory=directory,
+        directory=directory.data,
         address_book=root.paths("address_book"),
         smtp=_server(smtp, 587, 465) if smtp.data else None,
         sources=tuple(sources),
@@ -350,6 +391,12 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"no configuration at {file}: run 'caducee init' first") from None
     except OSError as exc:
         raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{file}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} on line {line}); "
+            "save it as UTF-8"
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -208,3 +208,14 @@ def test_open_directory_urls(tmp_path: pathlib.Path) -> None:
         assert isinstance(directory, SqliteDirectory)
     assert path.exists()
     assert isinstance(open_directory("http://127.0.0.1:1"), HttpDirectory)
+
+
+def test_configuration_not_in_utf8_is_a_config_error(tmp_path: pathlib.Path) -> None:
+    conf = tmp_path / "latin1.toml"
+    conf.write_bytes("# opérateurs\n[directory]\nttl = 5\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(conf)
+    (tmp_path / "token").write_bytes(b"\xff\xfe")
+    spec = {"url": "ldap://127.0.0.1:9/dc=op2,dc=test", "password_file": "token"}
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        open_directory(spec, base=tmp_path)

@@ -496,9 +496,15 @@ def serve(
 @group.command()
 @click.argument("cert_file", type=click.Path(dir_okay=False, exists=True, path_type=pathlib.Path))
 @click.option(
-    "--trust", "trust_files", multiple=True, required=True,
+    "--trust", "trust_files", multiple=True,
     type=click.Path(dir_okay=False, exists=True, path_type=pathlib.Path),
-    help="Trust bundle (PEM, DER or PKCS#7; repeatable).",
+    help="Trust bundle (PEM, DER or PKCS#7; repeatable): its self-signed roots are trusted.",
+)  # fmt: skip
+@click.option(
+    "--anchor", "anchor_files", multiple=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=pathlib.Path),
+    help="CA certificate trusted as is, even if it is not a root, e.g. an operator CA "
+    "(repeatable; like [trust] anchors in the configuration).",
 )  # fmt: skip
 @click.option(
     "--crl", "crl_files", multiple=True,
@@ -518,6 +524,7 @@ def serve(
 def check(
     cert_file: pathlib.Path,
     trust_files: tuple[pathlib.Path, ...],
+    anchor_files: tuple[pathlib.Path, ...],
     crl_files: tuple[pathlib.Path, ...],
     untrusted_files: tuple[pathlib.Path, ...],
     purpose: str,
@@ -535,7 +542,10 @@ def check(
     from caducee.pki.validate import validate_certificate
 
     cert = load_certificate(cert_file.read_bytes(), str(cert_file))
-    trust = TrustStore.from_files(*trust_files)
+    if not trust_files and not anchor_files:
+        raise UsageError("give --trust (a bundle with a root CA) or --anchor (a CA trusted as is)")
+    hint = "give it with --anchor FILE instead of --trust"
+    trust = TrustStore.from_files(*trust_files, anchors=anchor_files, hint=hint)
     extra = [c for f in untrusted_files for c in load_certificates(f.read_bytes(), str(f))]
     if at_time is None:
         when = dt.datetime.now(dt.UTC)

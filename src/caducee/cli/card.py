@@ -236,11 +236,50 @@ def unblock_keystore_command(
 # -- issuance -------------------------------------------------------------------------------
 
 
-def _write_public(path: pathlib.Path, data: bytes) -> None:
+SIGNATURE_FILE = "signature.pem"
+ENCRYPTION_FILE = "encryption.pem"
+
+
+def _check_cert_dir(cert_out: str | None) -> None:
+    """Refuse an unusable --cert-out before any PIN is asked, the CA opened or the card touched:
+    a failure after issuance leaves an initialised card and two certificates nobody holds."""
+    if cert_out is None:
+        return
+    out = pathlib.Path(cert_out)
+    if not out.is_dir():
+        what = "not a directory" if out.exists() else "no such directory (create it first)"
+        raise UsageError(f"--cert-out {out}: {what}")
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UsageError(f"--cert-out {out}: directory not writable")
+
+
+def _check_cert_files(cert_out: str | None, ca_file: str, overwrite: bool) -> None:
+    """The certificate files --cert-out will hold: not there yet, unless --overwrite."""
+    if cert_out is None:
+        return
+    out = pathlib.Path(cert_out)
+    names = (SIGNATURE_FILE, ENCRYPTION_FILE, ca_file)
+    for name in names:
+        if (out / name).is_dir():
+            raise UsageError(f"--cert-out {out}: {name} is a directory")
+    existing = [n for n in names if (out / n).exists() or (out / n).is_symlink()]
+    if existing and not overwrite:
+        raise UsageError(
+            f"--cert-out {out}: {', '.join(existing)} already there; choose another "
+            "directory, or add --overwrite"
+        )
+
+
+def _write_public(path: pathlib.Path, data: bytes, overwrite: bool) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
     try:
-        path.write_bytes(data)
+        fd = os.open(path, flags, 0o644)
+    except FileExistsError:
+        raise UsageError(f"cannot write {path}: it appeared meanwhile; not overwritten") from None
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
 
 
 @group.command("issue")
@@ -261,7 +300,11 @@ def _write_public(path: pathlib.Path, data: bytes) -> None:
 @click.option(
     "--cert-out",
     metavar="DIR",
-    help="Write signature.pem, encryption.pem (and test-ca.pem) to DIR.",
+    help="Write signature.pem, encryption.pem and the CA certificate (ca.pem with --ca, "
+    "else test-ca.pem) to DIR, an existing directory; checked before the card is touched.",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace certificate files already in the --cert-out DIR."
 )
 @click.option("--so-pin-source", metavar="FILE", help="Read the new SO PIN (PUK) from FILE.")
 @click.option("--pin-source", metavar="FILE", help="Read the new user PIN from FILE.")
@@ -300,6 +343,7 @@ def issue_command(
     organisation: str | None = None,
     encryption_mode: str = "card",
     keystore_path: str | None = None,
+    overwrite: bool = False,
 ) -> None:
     """Initialise a blank card with a signature key pair and a separate encryption key pair.
 
@@ -311,14 +355,16 @@ def issue_command(
     """
     if (ca_cert is None) != (ca_key is None):
         raise UsageError("give both --ca-cert and --ca-key, or neither")
+    _check_cert_dir(cert_out)
     keystore = _keystore_target(encryption_mode, keystore_path, cert_out)
+    _check_cert_files(cert_out, "ca.pem" if ca_dir is not None else "test-ca.pem", overwrite)
     if ca_dir is not None:
         if ca_cert:
             raise UsageError("give --ca or --ca-cert/--ca-key, not both")
         _issue_from_operator(
             module_path, label, kind, cert_out, so_pin_source, pin_source, ca_dir,
             ca_pass_source, email, given_name, surname, professional_id, profession,
-            organisation, keystore=keystore,
+            organisation, keystore=keystore, overwrite=overwrite,
         )  # fmt: skip
         return
     if ca_cert and ca_key:
@@ -328,7 +374,7 @@ def issue_command(
     issued = _issue(
         module_path, label, kind, keystore, so_pin_source, pin_source, cert_out, email,
         issuer=lambda _module: devpki_issuer(ca, email, name),
-        ca_certificate=ca.certificate, ca_file="test-ca.pem",
+        ca_certificate=ca.certificate, ca_file="test-ca.pem", overwrite=overwrite,
     )  # fmt: skip
     click.echo("certificates are TEST certificates - not for production")
     if not ca_cert:
@@ -350,6 +396,7 @@ def _issue(
     issuer: Callable[[Pkcs11Module], CertificateIssuer],
     ca_certificate: x509.Certificate,
     ca_file: str,
+    overwrite: bool = False,
 ) -> IssuedCard:
     """Ask the new PINs, initialise the card, put its keys and certificates on it, report."""
     so_pin = _pin(so_pin_source, "CADUCEE_SO_PIN", "New SO PIN (PUK)", confirm=True)
@@ -368,9 +415,10 @@ def _issue(
     pem = serialization.Encoding.PEM
     if cert_out:
         out = pathlib.Path(cert_out)
-        _write_public(out / "signature.pem", issued.signature_certificate.public_bytes(pem))
-        _write_public(out / "encryption.pem", issued.encryption_certificate.public_bytes(pem))
-        _write_public(out / ca_file, ca_certificate.public_bytes(pem))
+        sig, enc = issued.signature_certificate, issued.encryption_certificate
+        _write_public(out / SIGNATURE_FILE, sig.public_bytes(pem), overwrite)
+        _write_public(out / ENCRYPTION_FILE, enc.public_bytes(pem), overwrite)
+        _write_public(out / ca_file, ca_certificate.public_bytes(pem), overwrite)
     click.echo(f"card {label!r} issued for {email} (serial {issued.token.serial})")
     _echo_keys(issued)
     return issued
@@ -428,6 +476,7 @@ def _issue_from_operator(
     organisation: str | None,
     *,
     keystore: pathlib.Path | None = None,
+    overwrite: bool = False,
 ) -> None:
     from caducee.cli.ca import ca_passphrase
     from caducee.keys.pkcs11 import token_capabilities
@@ -453,7 +502,7 @@ def _issue_from_operator(
 
     issued = _issue(
         module_path, label, kind, keystore, so_pin_source, pin_source, cert_out, email,
-        issuer=issuer, ca_certificate=ca.certificate, ca_file="ca.pem",
+        issuer=issuer, ca_certificate=ca.certificate, ca_file="ca.pem", overwrite=overwrite,
     )  # fmt: skip
     click.echo(f"certificates issued by {ca.certificate.subject.rfc4514_string()}")
     _echo_escrow(issued)

@@ -206,9 +206,11 @@ def _secret(spec: Mapping[str, Any], key: str, base: pathlib.Path | None) -> str
     if base is not None and not file.is_absolute():
         file = base / file
     try:
-        return file.read_text().strip()
+        return file.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ConfigError(f"cannot read {key} file {file}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{key} file {file}: not UTF-8 text") from None
 
 
 def open_directory(
@@ -294,9 +296,11 @@ def load_config(path: str | pathlib.Path) -> dict[str, Any]:
     """Read the ``[directory]`` table of a TOML file (or the whole file if it has none)."""
     file = pathlib.Path(path)
     try:
-        data = tomllib.loads(file.read_text())
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{file}: not UTF-8 text; save it as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: invalid TOML ({exc})") from None
     table = data.get("directory", data)

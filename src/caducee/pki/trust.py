@@ -3,8 +3,9 @@
 A trust bundle (PEM with one or many certificates, DER, or PKCS#7 ``.p7b``/``.p7c``) usually holds
 an operator's root and its CA certificates. When a bundle is loaded, self-issued certificates whose
 self-signature verifies become *anchors*; the others are kept as *intermediates*: they help build a
-path but are trusted only through an anchor. :meth:`TrustStore.add_anchor` trusts a certificate
-explicitly (e.g. one operator's CA without the whole national root).
+path but are trusted only through an anchor. :meth:`TrustStore.add_anchor` (``[trust] anchors``
+in the configuration, ``--anchor`` of ``caducee ca check``) trusts a certificate explicitly,
+self-signed or not (e.g. one operator's CA without the whole national root).
 """
 
 from __future__ import annotations
@@ -38,6 +39,13 @@ def is_self_signed(cert: x509.Certificate) -> bool:
     return True
 
 
+def _read(path: str | os.PathLike[str]) -> bytes:
+    try:
+        return pathlib.Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read trust bundle ({exc.strerror})") from None
+
+
 class TrustStore:
     """Anchors and helper intermediates, with their asn1crypto forms cached for path validation."""
 
@@ -49,6 +57,7 @@ class TrustStore:
         self._anchors: dict[bytes, x509.Certificate] = {}
         self._intermediates: dict[bytes, x509.Certificate] = {}
         self._asn1: dict[bytes, asn1_x509.Certificate] = {}
+        self._self_signed: dict[bytes, bool] = {}
         #: Keys of paths that passed pyhanko's full check with a given set of CRLs (see validate).
         self.passed_paths: collections.OrderedDict[bytes, None] = collections.OrderedDict()
         #: Candidate paths already built, by leaf and extra intermediates (see validate);
@@ -94,18 +103,26 @@ class TrustStore:
                 self.add_intermediate(cert)
 
     @classmethod
-    def from_files(cls, *paths: str | os.PathLike[str]) -> TrustStore:
+    def from_files(
+        cls,
+        *paths: str | os.PathLike[str],
+        anchors: Iterable[str | os.PathLike[str]] = (),
+        hint: str = "list it under [trust] anchors in the configuration",
+    ) -> TrustStore:
+        """Bundles (self-signed certificates become anchors) plus ``anchors``: files whose
+        every certificate is trusted as is, self-signed or not (an operator CA without its
+        root). ``hint`` tells the user how to trust a CA that is not a root, should no anchor
+        be found."""
         store = cls()
+        for path in anchors:
+            for cert in load_certificates(_read(path), str(path)):
+                store.add_anchor(cert)
         for path in paths:
-            try:
-                data = pathlib.Path(path).read_bytes()
-            except OSError as exc:
-                raise UsageError(f"{path}: cannot read trust bundle ({exc.strerror})") from None
-            store.add_bundle(data, str(path))
+            store.add_bundle(_read(path), str(path))
         if not store._anchors:
             raise UsageError(
                 f"{', '.join(map(str, paths)) or 'trust bundles'}: no self-signed root found; "
-                "use add_anchor to trust a CA certificate explicitly"
+                f"to trust a CA certificate that is not a root, {hint}"
             )
         return store
 
@@ -121,6 +138,14 @@ class TrustStore:
 
     def is_anchor(self, cert: x509.Certificate) -> bool:
         return _der(cert) in self._anchors
+
+    def is_root(self, cert: x509.Certificate) -> bool:
+        """Whether ``cert`` is self-signed (memoised: asked once per validated path)."""
+        der = _der(cert)
+        found = self._self_signed.get(der)
+        if found is None:
+            found = self._self_signed[der] = is_self_signed(cert)
+        return found
 
     def asn1(self, cert: x509.Certificate) -> asn1_x509.Certificate:
         """The asn1crypto form, parsed once per certificate."""

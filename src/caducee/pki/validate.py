@@ -49,6 +49,7 @@ from pyhanko_certvalidator.validate import async_validate_path
 
 from caducee.errors import UsageError
 from caducee.pki.crl import CrlCache, CrlSource, ParsedCrl, distribution_points
+from caducee.pki.crl_rules import check_crl_applies, check_crl_signer
 from caducee.pki.errors import (
     CertificateRevokedError,
     CrlSignatureError,
@@ -293,10 +294,18 @@ async def _validate_path(
     at_signing_time: bool,
 ) -> ValidationResult:
     _check_times(chain[1:], at)
+    # A path ending at a CA certificate trusted directly (not self-signed, e.g. an operator CA
+    # without its root): pyhanko cannot place that CA as a CRL issuer, so revocation is
+    # checked here in full (crl_rules) and pyhanko checks the path only.
+    rooted = trust.is_root(chain[0])
     used: list[ParsedCrl] = []
     per_cert: list[tuple[x509.Certificate, list[ParsedCrl]]] = []
     for issuer, subject in itertools.pairwise(chain):
         found = _crls_for(subject, issuer, source, at, at_signing_time)
+        if not rooted:
+            check_crl_signer(issuer, _subject(subject), _subject(issuer))
+            for parsed in found:
+                check_crl_applies(parsed, subject, _subject(subject), at, at_signing_time)
         per_cert.append((subject, found))
         used += found
     # Revocation entries first, so the error names the right certificate with its reason.
@@ -321,7 +330,9 @@ async def _validate_path(
         other_certs=other,
         crls=[p.asn1 for p in used],
         moment=at,
-        revinfo_policy=_REQUIRED_RETRO if at_signing_time else _REQUIRED,
+        revinfo_policy=(_REQUIRED_RETRO if at_signing_time else _REQUIRED)
+        if rooted
+        else _PATH_ONLY,
     )
     try:
         await async_validate_path(ctx, path)
