@@ -110,7 +110,8 @@ def test_allow_plaintext_help_says_everyone_gets_it_in_clear() -> None:
 
 
 def test_every_send_and_init_option_has_help() -> None:
-    from caducee.cli.mail import init, send
+    from caducee.cli.init import init
+    from caducee.cli.mail import send
 
     for command in (send, init):
         for param in command.params:

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from caducee import __version__
+from caducee.cli.commands import failure
 from caducee.errors import CaduceeError
 
 #: command name -> "module:attribute" of a click command or group
@@ -24,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ca": ("caducee.cli.ca:group", "Run an operator's certification authority."),
     "directory": ("caducee.cli.directory:group", "Look up, publish and serve certificates."),
     "demo": ("caducee.cli.demo:command", "Run the demonstration on embedded defaults."),
-    "init": ("caducee.cli.mail:init", "Set up this workstation's configuration."),
+    "init": ("caducee.cli.init:init", "Set up this workstation's configuration."),
     "send": ("caducee.cli.mail:send", "Sign, encrypt and send a message."),
     "fetch": ("caducee.cli.mail:fetch", "Fetch, decrypt and verify new messages."),
     "inbox": ("caducee.cli.mail:inbox", "List received messages with their security status."),
@@ -70,22 +71,17 @@ def main(argv: list[str] | None = None) -> Any:
     """Run the CLI; every failure becomes one line on stderr and a non-zero exit code."""
     try:
         cli.main(args=argv, prog_name="caducee", standalone_mode=False)
-    except CaduceeError as exc:
-        _fail(str(exc), exc.exit_code)
-    except click.exceptions.Abort:
-        _fail("aborted", 130)
-    except click.ClickException as exc:
-        _fail(exc.format_message(), exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
     except BrokenPipeError:
         sys.exit(1)
-    except Exception as exc:  # last resort: still one line, the traceback only on demand
-        if os.environ.get("CADUCEE_DEBUG"):
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as exc:  # last resort included: still one line, the traceback on demand
+        expected = isinstance(exc, (CaduceeError, click.ClickException, click.exceptions.Abort))
+        if not expected and os.environ.get("CADUCEE_DEBUG"):
             raise
-        _fail(f"internal error ({type(exc).__name__}): {exc}; set CADUCEE_DEBUG=1 for details", 70)
+        _fail(*failure(exc))
     return 0
 
 
