@@ -211,3 +211,38 @@ def test_offline_ldif_import_with_slapadd(tmp_path, pki) -> None:  # type: ignor
         (found,) = directory.lookup(professional_id="10001234567").entries
         assert found.profession == "Médecin: généraliste"
         assert set(found.certificates) == set(entry.certificates)
+
+
+def test_a_server_that_does_not_speak_ldap_is_a_clear_error() -> None:
+    """Something else answers on the configured port (seen: a proxy's reply) with bytes that
+    are BER but no LDAP operation: ldap3's decoder fails with a KeyError; the user must be
+    told what is at that address."""
+    import contextlib
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def answer_garbage() -> None:
+        for _ in range(4):
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(4096)
+                conn.sendall(bytes.fromhex("30050201017400"))  # message 1, [APPLICATION 20]
+                conn.settimeout(3)
+                with contextlib.suppress(OSError):
+                    conn.recv(4096)  # keep it open, as a web server waiting for more would
+
+    thread = threading.Thread(target=answer_garbage, daemon=True)
+    thread.start()
+    try:
+        directory = LdapDirectory(f"ldap://127.0.0.1:{port}", "dc=x", timeout=2, name="op9")
+        with directory, pytest.raises(DirectoryUnavailableError, match=r"^op9: .*not LDAP"):
+            directory.lookup(email="a@b.test")
+    finally:
+        listener.close()
+        thread.join(5)

@@ -72,6 +72,10 @@ ATTRIBUTES = {
 }
 CERT_ATTR = "userCertificate;binary"
 SMIME_ATTR = "userSMIMECertificate"
+#: What ldap3's BER decoder raises on bytes that are not an LDAP message (a web server on the
+#: configured port, a proxy answering for an address it cannot reach).
+_NOT_LDAP = (KeyError, IndexError, ValueError, TypeError)
+_NOT_LDAP_WHY = "the server's answer is not LDAP (wrong port, or not a directory server?)"
 _UNREACHABLE = (
     ldap_exc.LDAPSocketOpenError,
     ldap_exc.LDAPSocketReceiveError,
@@ -219,6 +223,10 @@ class LdapDirectory(Directory):
                 if conn is not None:
                     _close(conn)
                 raise DirectoryError(f"{self.name}: {exc}") from None
+            except _NOT_LDAP:
+                if conn is not None:
+                    _close(conn)
+                raise DirectoryUnavailableError(f"{self.name}: {_NOT_LDAP_WHY}") from None
             self._conn = conn
         return self._conn
 
@@ -258,6 +266,11 @@ class LdapDirectory(Directory):
                 except ldap_exc.LDAPException as exc:
                     self._drop()
                     raise DirectoryError(f"{self.name}: {op} failed: {exc}") from None
+                except _NOT_LDAP:
+                    self._drop()
+                    raise DirectoryUnavailableError(
+                        f"{self.name}: {op} failed, {_NOT_LDAP_WHY}"
+                    ) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _check(
