@@ -16,7 +16,7 @@ Dovecot (Maildir) -> ImapMailbox.fetch_new (STARTTLS, UID FETCH BODY.PEEK[] in b
 
 Rates are messages per second over the whole batch. Target (issue 5): caducee at least half the
 plain rate, with software keys.
-Usage: python benchmarks/mail_bench.py [--count 40] [--size 100k] [--rounds 3] [--no-write]
+Usage: python benchmarks/mail_bench.py [--count 100] [--size 100k] [--rounds 5] [--no-write]
 """
 
 from __future__ import annotations
@@ -111,9 +111,9 @@ def timed(fn: Callable[[], int]) -> tuple[float, int]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--count", type=int, default=40, help="messages per variant")
+    parser.add_argument("--count", type=int, default=100, help="messages per variant")
     parser.add_argument("--size", default="100k", help="message size, e.g. 100k or 1m")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (median)")
     parser.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
     args = parser.parse_args()
     reason = servers.dovecot_available()

@@ -114,3 +114,35 @@ def test_value_without_encoded_words_is_what_the_decoder_gives(text: str) -> Non
 def test_value_decodes_encoded_words() -> None:
     field = h.Field("Subject", b" =?utf-8?q?R=C3=A9sultat?= d'analyse")
     assert field.value() == "Résultat d'analyse"
+
+
+def _split_params_reference(value: str) -> list[tuple[str, str]]:
+    """The first implementation, one character at a time: the faster one must agree."""
+    items, start, quoted = [], 0, False
+    for i, char in enumerate(value):
+        if char == '"':
+            quoted = not quoted
+        elif char == ";" and not quoted:
+            items.append(value[start:i])
+            start, quoted = i + 1, False
+    items.append(value[start:])
+    out = []
+    for item in items:
+        name, eq, val = item.partition("=")
+        out.append((name.strip().lower(), val.strip()) if eq else (item.strip(), ""))
+    return out
+
+
+@given(st.text(alphabet=st.sampled_from('ab=; "\\\t/x-'), max_size=60))
+def test_parameter_split_agrees_with_the_reference(value: str) -> None:
+    assert h._split_params(value) == _split_params_reference(value)
+
+
+def test_parameter_split_keeps_quoted_semicolons() -> None:
+    value = 'multipart/signed; protocol="application/pkcs7-signature"; boundary="a;b"; x'
+    assert h._split_params(value) == [
+        ("multipart/signed", ""),
+        ("protocol", '"application/pkcs7-signature"'),
+        ("boundary", '"a;b"'),
+        ("x", ""),
+    ]

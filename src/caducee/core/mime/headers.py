@@ -242,13 +242,12 @@ def _split_params(value: str) -> list[tuple[str, str]]:
     items: list[str] = []
     start = 0
     quoted = False
-    for i, char in enumerate(value):
-        if char == '"':
+    for found in _PARAM_DELIMITER.finditer(value):  # a few delimiters, not every character
+        if found.group() == '"':
             quoted = not quoted
-        elif char == ";" and not quoted:
-            items.append(value[start:i])
-            start = i + 1
-            quoted = False
+        elif not quoted:
+            items.append(value[start : found.start()])
+            start = found.end()
     items.append(value[start:])
     out = []
     for item in items:
@@ -258,6 +257,9 @@ def _split_params(value: str) -> list[tuple[str, str]]:
         else:
             out.append((item.strip(), ""))
     return out
+
+
+_PARAM_DELIMITER = re.compile('[";]')
 
 
 def _unquote(value: str) -> str:
