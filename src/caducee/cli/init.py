@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pathlib
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import click
 
@@ -17,11 +17,44 @@ from caducee.cli.commands import CONFIG_OPTION, MailCommand
 from caducee.config import default_config_path, default_data_dir
 from caducee.errors import CaduceeError, UsageError
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 
 def _ask(value: Any, prompt: str, interactive: bool, default: Any = None, **kw: Any) -> Any:
     if value is not None or not interactive:
         return value if value is not None else default
     return click.prompt(prompt, default=default, show_default=default is not None, **kw)
+
+
+def _server_options(kind: str, what: str, port: int, tls_port: int) -> Callable[[F], F]:
+    """--KIND-host, -port, -security, -user and -password-file for one mail server."""
+    name = kind.upper()
+    options = [
+        click.option(f"--{kind}-host", help=f"{what} (host name)."),
+        click.option(
+            f"--{kind}-port",
+            type=int,
+            help=f"{name} port (default {port}, or {tls_port} with tls).",
+        ),
+        click.option(
+            f"--{kind}-security",
+            type=click.Choice(["starttls", "tls", "none"]),
+            help=f"{name} connection security (default starttls).",
+        ),
+        click.option(f"--{kind}-user", help=f"{name} user name (with --{kind}-password-file)."),
+        click.option(
+            f"--{kind}-password-file",
+            type=click.Path(exists=True, dir_okay=False),
+            help=f"File holding the {name} password (it is never written in the configuration).",
+        ),
+    ]
+
+    def apply(function: F) -> F:
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return apply
 
 
 @click.command("init", cls=MailCommand)
@@ -80,32 +113,8 @@ def _ask(value: Any, prompt: str, interactive: bool, default: Any = None, **kw: 
     type=click.Path(exists=True, dir_okay=False),
     help="Correspondents' certificates (PEM), repeatable.",
 )
-@click.option("--smtp-host", help="SMTP submission server (host name).")
-@click.option("--smtp-port", type=int, help="SMTP port (default 587, or 465 with tls).")
-@click.option(
-    "--smtp-security",
-    type=click.Choice(["starttls", "tls", "none"]),
-    help="SMTP connection security (default starttls).",
-)
-@click.option("--smtp-user", help="SMTP user name (with --smtp-password-file).")
-@click.option(
-    "--smtp-password-file",
-    type=click.Path(exists=True, dir_okay=False),
-    help="File holding the SMTP password (it is never written in the configuration).",
-)
-@click.option("--imap-host", help="IMAP server to fetch mail from (host name).")
-@click.option("--imap-port", type=int, help="IMAP port (default 143, or 993 with tls).")
-@click.option(
-    "--imap-security",
-    type=click.Choice(["starttls", "tls", "none"]),
-    help="IMAP connection security (default starttls).",
-)
-@click.option("--imap-user", help="IMAP user name (with --imap-password-file).")
-@click.option(
-    "--imap-password-file",
-    type=click.Path(exists=True, dir_okay=False),
-    help="File holding the IMAP password (it is never written in the configuration).",
-)
+@_server_options("smtp", "SMTP submission server", 587, 465)
+@_server_options("imap", "IMAP server to fetch mail from", 143, 993)
 @click.option("--maildir", type=click.Path(file_okay=False), help="Read a local Maildir.")
 @click.option(
     "--data-dir",
