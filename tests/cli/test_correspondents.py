@@ -53,8 +53,11 @@ def test_pinned_profile_wins(pki, tmp_path: pathlib.Path) -> None:  # type: igno
 
 def test_cli_verify_remember_then_encrypt_chooses_what_she_reads(pki, tmp_path) -> None:  # type: ignore[no-untyped-def]
     runner = CliRunner()
+    (tmp_path / "ca.pem").write_bytes(pem_cert(pki.ca.certificate))
     r = runner.invoke(
-        cli, ["smime", "verify", "--remember"], input=signed_by_alice(pki, LEGACY_GPGSM)
+        cli,
+        ["smime", "verify", "--remember", "--CAfile", str(tmp_path / "ca.pem")],
+        input=signed_by_alice(pki, LEGACY_GPGSM),
     )
     assert r.exit_code == 0, r.output
     assert "remembered what alice@op1.test can decrypt" in r.stderr

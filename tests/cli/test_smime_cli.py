@@ -143,10 +143,11 @@ def test_sign_encrypt_decrypt_reports_every_layer(pkifiles) -> None:  # type: ig
                      "--inkey", f["alice-sig.key"]).stdout_bytes  # fmt: skip
     wire = caducee("smime", "encrypt", "--recip", f["bob-enc.pem"], input=signed).stdout_bytes
     r = caducee("smime", "decrypt", "--recip", f["bob-enc.pem"], "--inkey", f["bob-enc.key"],
-                input=wire)  # fmt: skip
+                "--CAfile", f["ca.pem"], input=wire)  # fmt: skip
     assert r.exit_code == 0, r.output
     assert "encrypted: aes-256-gcm" in r.stderr
-    assert "signed (detached)" in r.stderr and "valid" in r.stderr
+    assert "signed (detached)" in r.stderr and "signature intact" in r.stderr
+    assert "signer chains to the CA file" in r.stderr
     assert b"Please call the patient today." in r.stdout_bytes
 
 

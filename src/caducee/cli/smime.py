@@ -20,7 +20,7 @@ from caducee.core.capabilities import LEGACY_GPGSM, Capabilities
 from caducee.core.cms.decrypt import decrypt_data
 from caducee.core.cms.envelope import Recipient, encrypt_data
 from caducee.core.cms.sign import sign_data
-from caducee.core.cms.verify import SignedReport, verify_signed_data
+from caducee.core.cms.verify import ERR_DIGEST, SignedReport, verify_signed_data
 from caducee.core.message import (
     Layer,
     OpenedMessage,
@@ -34,7 +34,7 @@ from caducee.core.mime.enveloped import encrypt_mime
 from caducee.core.mime.signed import sign_mime
 from caducee.core.policy import choose_encryption, signing_digest
 from caducee.correspondents import CorrespondentStore, certificate_emails
-from caducee.errors import CaduceeError, SignatureError, TrustError, UsageError
+from caducee.errors import CaduceeError, PolicyError, SignatureError, TrustError, UsageError
 from caducee.keys.api import SigningKey
 
 from .keyargs import load_decryptors, load_signer, read_file
@@ -42,6 +42,26 @@ from .keyargs import load_decryptors, load_signer, read_file
 FORMATS = click.Choice(["smime", "pem", "der"], case_sensitive=False)
 CIPHERS = click.Choice([c.label for c in ContentCipher], case_sensitive=False)
 MESSAGE_FIELDS = ("from", "to", "subject", "date", "message-id")
+NOT_CHECKED = "signature intact, signer identity NOT checked"
+INKEY_HELP = (
+    "Key: PEM/DER, PKCS#12, or a pkcs11: URI (card PIN: the URI's pin-source=, else the "
+    "CADUCEE_PIN environment variable, else a prompt on the terminal)."
+)
+IN_HELP = "Input file ('-': standard input)."
+FORCE_HELP = "Overwrite an existing --out file."
+
+
+_CAMEL = {  # cryptography's KeyUsage attribute names, as RFC 5280 spells them
+    "digital_signature": "keyUsage digitalSignature",
+    "content_commitment": "keyUsage nonRepudiation",
+    "key_encipherment": "keyUsage keyEncipherment",
+    "key_agreement": "keyUsage keyAgreement",
+}
+
+
+class UnusableCertificateError(PolicyError):
+    """A certificate given for signing or encryption cannot serve that purpose (usage, CA,
+    validity): refused before anything is produced, naming the file."""
 
 
 @click.group("smime")
@@ -53,20 +73,39 @@ def _read(path: str) -> bytes:
     return sys.stdin.buffer.read() if path == "-" else read_file(path, "input")
 
 
+def _check_out(out: str | None, in_: str | None, force: bool) -> None:
+    """Refuse, before any work (or PIN prompt), an --out that would lose data or cannot be
+    written: the input itself, an existing file without --force, a missing directory."""
+    if out in (None, "-"):
+        return
+    assert out is not None
+    if in_ not in (None, "-") and os.path.exists(out) and os.path.samefile(out, str(in_)):
+        raise UsageError(f"cannot write {out}: it is the input file (--in); choose another --out")
+    if os.path.exists(out) and not force:
+        raise UsageError(f"cannot write {out}: the file exists (give --force to overwrite it)")
+    if os.path.isdir(out):
+        raise UsageError(f"cannot write {out}: it is a directory")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+        raise UsageError(f"cannot write {out}: no such directory")
+
+
 def _write(path: str, data: bytes) -> None:
+    """Write atomically (temporary file 0600 in the same directory, then rename)."""
     if path == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
     tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(data)
         os.replace(tmp, path)
     except OSError as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, FileNotFoundError):
+            raise UsageError(f"cannot write {path}: no such directory") from None
         raise UsageError(f"cannot write {path}: {exc.strerror}") from None
 
 
@@ -101,6 +140,65 @@ def _der_in(data: bytes, inform: str) -> bytes:
     return cmspem.decode(data) if inform == "pem" else data
 
 
+def _inform(data: bytes, inform: str) -> str:
+    """PEM armour (ours, openssl's, gpgsm's --armor) is recognised whatever --inform says."""
+    return "pem" if inform == "smime" and cmspem.looks_armoured(data) else inform
+
+
+def _mime_input(data: bytes, path: str, text: bool) -> bytes:
+    """The entity to protect: ``--text`` wraps it as text/plain (as openssl's -text); without
+    it, input with no header block is refused rather than turned into a message no reader
+    (caducee included) can parse."""
+    if text:
+        return b"Content-Type: text/plain\r\n\r\n" + to_crlf(data)
+    try:
+        fields, _ = headers.split_message(data[: headers.MAX_HEADER_BYTES])
+    except CaduceeError:
+        fields = []
+    if not fields:
+        where = "the input" if path == "-" else path
+        raise UsageError(
+            f"no MIME headers in {where}: add them, or use --text to wrap it as text/plain"
+        )
+    return data
+
+
+def _check_certificate(cert: x509.Certificate, path: str, purpose: str) -> None:
+    """Refuse a certificate that cannot serve ``purpose`` now: a CA's, out of its validity
+    period, or whose key usage forbids it."""
+    from caducee.pki.errors import WrongUsageError
+    from caducee.pki.profiles import Purpose
+    from caducee.pki.validate import check_usage
+
+    label = f"{path} ({certificate_label(cert)})"
+    try:
+        ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except (x509.ExtensionNotFound, ValueError):
+        ca = False
+    if ca:
+        raise UnusableCertificateError(
+            f"{label}: a CA certificate, not a person's: it cannot be used for {purpose}"
+        )
+    now = smime.now()
+    if now > cert.not_valid_after_utc:
+        raise UnusableCertificateError(
+            f"{label}: expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+        )
+    if now < cert.not_valid_before_utc:
+        raise UnusableCertificateError(
+            f"{label}: not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
+        )
+    try:
+        check_usage(cert, Purpose.parse(purpose))
+    except WrongUsageError as exc:
+        missing = ", ".join(_CAMEL.get(m, m) for m in exc.missing)
+        raise UnusableCertificateError(
+            f"{label}: not usable for {purpose} (its certificate lacks {missing})"
+        ) from None
+    except TrustError as exc:
+        raise UnusableCertificateError(f"{label}: {exc}") from None
+
+
 def _der_out(der: bytes, outform: str) -> bytes:
     return cmspem.encode(der) if outform == "pem" else der
 
@@ -109,10 +207,17 @@ def _der_out(der: bytes, outform: str) -> bytes:
 
 
 @group.command()
-@click.option("--in", "in_", default="-", show_default=True, help="Message or content to sign.")
-@click.option("--out", default="-", show_default=True)
-@click.option("--signer", "signer_cert", help="Signer certificate (PEM/DER).")
-@click.option("--inkey", required=True, help="Key: PEM/DER, PKCS#12, or a pkcs11: URI.")
+@click.option(
+    "--in", "in_", default="-", show_default=True, metavar="FILE",
+    help="Message (or MIME entity) to sign ('-': standard input).",
+)  # fmt: skip
+@click.option(
+    "--out", default="-", show_default=True, metavar="FILE",
+    help="Where to write the signed message ('-': standard output).",
+)  # fmt: skip
+@click.option("--force", is_flag=True, help=FORCE_HELP)
+@click.option("--signer", "signer_cert", metavar="FILE", help="Signer certificate (PEM/DER).")
+@click.option("--inkey", required=True, metavar="KEY", help=INKEY_HELP)
 @click.option("--passin", help="Key password: pass:TEXT, file:PATH, env:VAR, prompt:.")
 @click.option("--certfile", multiple=True, help="Extra certificates to include.")
 @click.option(
@@ -122,19 +227,33 @@ def _der_out(der: bytes, outform: str) -> bytes:
 @click.option("--detached/--opaque", default=True, show_default=True)
 @click.option("--nodetach", is_flag=True, help="Same as --opaque (openssl's name).")
 @click.option("--outform", type=FORMATS, default="smime", show_default=True)
-@click.option("--text", is_flag=True, help="Wrap the input as text/plain first.")
+@click.option(
+    "--text", is_flag=True,
+    help="Input is plain text without MIME headers: wrap it as text/plain first.",
+)  # fmt: skip
 @click.option("--entity", is_flag=True, help="Sign the input as a bare MIME entity.")
-@click.option("--no-header-protection", is_flag=True)
+@click.option(
+    "--no-header-protection", is_flag=True,
+    help="Do not copy the message headers (Subject...) inside the signed part (RFC 9788).",
+)  # fmt: skip
 def sign(**o: Any) -> None:
-    """Sign a message: multipart/signed (detached) or signed-data (opaque)."""
+    """Sign a message: multipart/signed (detached) or signed-data (opaque).
+
+    The input must be a MIME message or entity (with headers); give --text for plain text.
+    """
+    _check_out(o["out"], o["in_"], o["force"])
     signer, chain, capabilities = load_signer(o["inkey"], o["signer_cert"], o["passin"])
+    where = o["signer_cert"] or (
+        "the card's certificate" if o["inkey"].startswith("pkcs11:") else o["inkey"]
+    )
+    _check_certificate(signer.certificate, where, "signature")
     scheme = _scheme(_keyopts(o["keyopt"]), signer)
     digest = Digest.from_name(o["md"]) if o["md"] else signing_digest(signer.certificate)
     detached = o["detached"] and not o["nodetach"]
     extra = [*chain, *_extra_certs(o["certfile"])]
     data = _read(o["in_"])
-    if o["text"]:
-        data = b"Content-Type: text/plain\r\n\r\n" + to_crlf(data)
+    if o["text"] or o["outform"] == "smime":
+        data = _mime_input(data, o["in_"], o["text"])
     now = smime.now()
     if o["outform"] != "smime":
         der = sign_data(
@@ -190,55 +309,137 @@ def _scheme(opts: dict[str, str], signer: SigningKey) -> SignatureScheme | None:
 # -- verify -------------------------------------------------------------------------------------
 
 
+def _trust_options(command: Any) -> Any:
+    """--CAfile/--trust/--crl/--noverify, shared by verify and decrypt (same verdict)."""
+    for option in reversed(
+        [
+            click.option(
+                "--CAfile", "cafile", metavar="FILE",
+                help="Trusted CA certificates: check the signer's chain (no revocation check "
+                "unless --crl is given too).",
+            ),
+            click.option(
+                "--trust", multiple=True, metavar="FILE",
+                help="Trust anchors (PEM/DER/PKCS#7): full path validation with revocation.",
+            ),
+            click.option(
+                "--crl", multiple=True, metavar="FILE",
+                help="CRL files (else fetched from the distribution point).",
+            ),
+            click.option(
+                "--noverify", is_flag=True,
+                help="Do not check who the signer is (only that the signature is intact).",
+            ),
+        ]
+    ):  # fmt: skip
+        command = option(command)
+    return command
+
+
 @group.command()
-@click.option("--in", "in_", default="-", show_default=True)
-@click.option("--out", help="Write the signed content here.")
-@click.option("--content", help="Detached content (with --inform pem|der).")
+@click.option("--in", "in_", default="-", show_default=True, metavar="FILE", help=IN_HELP)
+@click.option("--out", metavar="FILE", help="Write the signed content here.")
+@click.option("--force", is_flag=True, help=FORCE_HELP)
+@click.option("--content", metavar="FILE", help="Detached content (with --inform pem|der).")
 @click.option("--inform", type=FORMATS, default="smime", show_default=True)
-@click.option("--CAfile", "cafile", help="Trusted CA certificates: check the signer's chain.")
-@click.option("--certfile", multiple=True, help="Extra certificates (signer, intermediates).")
 @click.option(
-    "--trust", multiple=True, help="Trust anchors (PEM/DER/PKCS#7): full path validation."
-)
-@click.option("--crl", multiple=True, help="CRL files (else fetched from the distribution point).")
-@click.option("--noverify", is_flag=True, help="Do not check the signer's certificate chain.")
+    "--certfile", multiple=True, metavar="FILE",
+    help="Extra certificates (signer, intermediates).",
+)  # fmt: skip
+@_trust_options
 @click.option("--remember", is_flag=True, help="Remember what valid signers can decrypt.")
 def verify(**o: Any) -> None:
-    """Verify every signature of a signed message and report the signers."""
+    """Verify every signature of a signed message and check who signed it.
+
+    Without --CAfile or --trust the signer's identity cannot be checked: the command then
+    fails (exit 4) unless --noverify is given.
+    """
+    _check_out(o["out"], o["in_"], o["force"])
     data = _read(o["in_"])
     extra = _extra_certs(o["certfile"])
-    if o["inform"] == "smime":
+    inform = _inform(data, o["inform"])
+    opened: OpenedMessage | None = None
+    if inform == "smime":
         opened = open_message(data, extra_certificates=extra)
         reports = [layer.signed for layer in opened.layers if layer.signed is not None]
         if not reports:
             raise SignatureError("the message is not signed")
         content = opened.entity
-        described = [layer.describe() for layer in opened.layers]
+        described = [_describe(layer) for layer in opened.layers]
     else:
         detached = read_file(o["content"], "content") if o["content"] else None
-        report = verify_signed_data(
-            _der_in(data, o["inform"]), detached_content=detached, extra_certificates=extra
-        )
+        report = _verify_der(_der_in(data, inform), detached, extra)
         reports = [report]
         content = report.content
-        described = [Layer("signed", signed=report).describe()]
-    paths: list[str] = []
+        described = [_describe(Layer("signed", signed=report))]
     for report in reports:
         report.raise_for_invalid()
-        if o["noverify"]:
-            continue
-        if o["trust"]:
-            paths += _validate_paths(report, o["trust"], o["crl"], extra)
-        elif o["cafile"]:
-            anchors = load_certificates(read_file(o["cafile"], "CA file"))
-            paths += _check_chains(report, anchors, extra)
-    for line in described + paths:
+    lines, verdict = _trust_verdict(reports, o, extra)
+    for line in described + lines:
         _say(line)
-    if o["remember"] and o["inform"] == "smime":
+    if o["remember"] and opened is not None:
         _remember(opened)
     if o["out"]:
         _write(o["out"], content)
-    _say("Verification successful")
+    _say(verdict)
+
+
+def _verify_der(der: bytes, detached: bytes | None, extra: list[x509.Certificate]) -> SignedReport:
+    report = verify_signed_data(der, detached_content=detached, extra_certificates=extra)
+    if (
+        detached is not None
+        and any(s.error == ERR_DIGEST for s in report.signers)
+        and b"\n" in detached.replace(b"\r\n", b"")
+    ):
+        # openssl cms -sign without -binary signs the CRLF-canonical form of a text file that
+        # is saved (and given back to us) with LF line ends.
+        canonical = detached.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        retry = verify_signed_data(der, detached_content=canonical, extra_certificates=extra)
+        if retry.valid:
+            return retry
+    return report
+
+
+def _describe(layer: Layer) -> str:
+    """One line per layer; a signature is "intact" (cryptographically), never "valid": who
+    signed is the trust verdict's business."""
+    if layer.signed is None:
+        return layer.describe()
+    parts = []
+    for s in layer.signed.signers:
+        who = certificate_label(s.certificate) if s.certificate else "unknown signer"
+        state = "signature intact" if s.valid else f"signature BROKEN ({s.error})"
+        parts.append(f"{who}: {s.scheme.value}/{s.digest.label} {state}")
+    mode = "detached" if layer.signed.detached else "opaque"
+    return f"signed ({mode}): " + "; ".join(parts or ["no signer"])
+
+
+def _trust_verdict(
+    reports: Sequence[SignedReport], o: dict[str, Any], extra: list[x509.Certificate]
+) -> tuple[list[str], str]:
+    """Check who signed (intact signatures only): path lines and the final verdict line.
+
+    Raise a :class:`TrustError` when the signer is not trusted, or when nothing to check the
+    identity against was given (unless ``--noverify``): an intact signature by a self-made
+    certificate proves nothing about who wrote the message.
+    """
+    if o["noverify"]:
+        return [], f"Verification successful: {NOT_CHECKED} (--noverify)"
+    paths: list[str] = []
+    if o["trust"] or (o["cafile"] and o["crl"]):
+        anchors = [*o["trust"], *([o["cafile"]] if o["cafile"] else [])]
+        for report in reports:
+            paths += _validate_paths(report, anchors, o["crl"], extra)
+        return paths, "Verification successful: signer trusted (path and revocation checked)"
+    if o["cafile"]:
+        anchors_certs = load_certificates(read_file(o["cafile"], "CA file"), o["cafile"])
+        for report in reports:
+            paths += _check_chains(report, anchors_certs, extra)
+        return paths, (
+            "Verification successful: signer chains to the CA file; "
+            "revocation not checked (give --crl, or --trust and --crl)"
+        )
+    raise TrustError(f"{NOT_CHECKED} (give --CAfile or --trust; --noverify accepts it unchecked)")
 
 
 def _validate_paths(
@@ -324,10 +525,17 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 
 @group.command()
-@click.argument("certs", nargs=-1)
-@click.option("--in", "in_", default="-", show_default=True)
-@click.option("--out", default="-", show_default=True)
-@click.option("--recip", multiple=True, help="Recipient certificate (repeatable).")
+@click.argument("certs", nargs=-1, metavar="[CERTS]...")
+@click.option("--in", "in_", default="-", show_default=True, metavar="FILE", help=IN_HELP)
+@click.option(
+    "--out", default="-", show_default=True, metavar="FILE",
+    help="Where to write the encrypted message ('-': standard output).",
+)  # fmt: skip
+@click.option("--force", is_flag=True, help=FORCE_HELP)
+@click.option(
+    "--recip", multiple=True, metavar="FILE",
+    help="Recipient certificate (repeatable; same as the CERTS arguments).",
+)  # fmt: skip
 @click.option("--cipher", type=CIPHERS, help="Default: the strongest all recipients support.")
 @click.option(
     "--keyopt", multiple=True, help="rsa_padding_mode:oaep|pkcs1, rsa_oaep_md:sha256|sha1"
@@ -337,14 +545,28 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     "--legacy", is_flag=True, help="Recipients are legacy (gpgsm): AES-CBC + PKCS#1 v1.5."
 )
 @click.option("--outform", type=FORMATS, default="smime", show_default=True)
+@click.option(
+    "--text", is_flag=True,
+    help="Input is plain text without MIME headers: wrap it as text/plain first.",
+)  # fmt: skip
 @click.option("--entity", is_flag=True, help="Encrypt the input as a bare MIME entity.")
-@click.option("--no-header-protection", is_flag=True)
+@click.option(
+    "--no-header-protection", is_flag=True,
+    help="Leave the real Subject outside (no RFC 9788 header protection).",
+)  # fmt: skip
 def encrypt(certs: tuple[str, ...], **o: Any) -> None:
-    """Encrypt for every recipient: AuthEnvelopedData (GCM) or EnvelopedData (CBC)."""
+    """Encrypt for every recipient: AuthEnvelopedData (GCM) or EnvelopedData (CBC).
+
+    CERTS are recipient certificate files (PEM/DER), like --recip. The input must be a MIME
+    message or entity (with headers); give --text for plain text.
+    """
+    _check_out(o["out"], o["in_"], o["force"])
     paths = [*o["recip"], *certs]
     if not paths:
         raise UsageError("give at least one recipient certificate (--recip CERT)")
     recipient_certs = [load_certificate(read_file(p, "certificate"), p) for p in paths]
+    for path, cert in zip(paths, recipient_certs, strict=True):
+        _check_certificate(cert, path, "encryption")
     known = CorrespondentStore()
     caps = [LEGACY_GPGSM if o["legacy"] else _learned(known, c) for c in recipient_certs]
     preferred = ContentCipher.from_name(o["cipher"]) if o["cipher"] else None
@@ -355,6 +577,8 @@ def encrypt(certs: tuple[str, ...], **o: Any) -> None:
         for r in choice.recipients
     ]
     data = _read(o["in_"])
+    if o["text"] or o["outform"] == "smime":
+        data = _mime_input(data, o["in_"], o["text"])
     if o["outform"] != "smime":
         der = encrypt_data(to_crlf(data), recipients, random=os.urandom, cipher=choice.cipher)
         _write(o["out"], _der_out(der, o["outform"]))
@@ -401,42 +625,68 @@ def _transport(opts: dict[str, str]) -> KeyTransport | None:
 
 
 @group.command()
-@click.option("--in", "in_", default="-", show_default=True)
-@click.option("--out", default="-", show_default=True)
-@click.option("--recip", "recip_cert", help="Our encryption certificate (with a PEM/DER key).")
-@click.option("--inkey", required=True, help="Key: PEM/DER, PKCS#12, or a pkcs11: URI.")
+@click.option("--in", "in_", default="-", show_default=True, metavar="FILE", help=IN_HELP)
+@click.option(
+    "--out", default="-", show_default=True, metavar="FILE",
+    help="Where to write the decrypted message ('-': standard output).",
+)  # fmt: skip
+@click.option("--force", is_flag=True, help=FORCE_HELP)
+@click.option(
+    "--recip", "recip_cert", metavar="FILE",
+    help="Our encryption certificate (with a PEM/DER key).",
+)  # fmt: skip
+@click.option("--inkey", required=True, metavar="KEY", help=INKEY_HELP)
 @click.option("--passin", help="Key password: pass:TEXT, file:PATH, env:VAR, prompt:.")
 @click.option("--inform", type=FORMATS, default="smime", show_default=True)
 @click.option("--one-layer", is_flag=True, help="Remove the encryption layer only (as openssl).")
-@click.option("--certfile", multiple=True, help="Extra certificates for inner signatures.")
+@click.option(
+    "--certfile", multiple=True, metavar="FILE", help="Extra certificates for inner signatures."
+)
+@_trust_options
 @click.option("--remember", is_flag=True, help="Remember what valid signers can decrypt.")
 @click.option("--keystore", metavar="FILE", help="Keystore the card opens (keystore mode).")
 def decrypt(**o: Any) -> None:
-    """Decrypt, then unwrap and verify every inner layer, reporting each."""
+    """Decrypt, then unwrap and verify every inner layer, reporting each.
+
+    A signed message inside is checked as by "caducee smime verify": without --CAfile or --trust the
+    content is written but the command fails (exit 4) unless --noverify is given.
+    """
+    _check_out(o["out"], o["in_"], o["force"])
     keys = load_decryptors(o["inkey"], o["recip_cert"], o["passin"], o["keystore"])
     if not keys:
         raise UsageError(
             "this card holds no message decryption key (keystore mode? give --keystore FILE)"
         )
     data = _read(o["in_"])
-    if o["inform"] != "smime":
-        report = decrypt_data(_der_in(data, o["inform"]), keys)
+    inform = _inform(data, o["inform"])
+    if inform != "smime":
+        report = decrypt_data(_der_in(data, inform), keys)
         _say(f"encrypted: {report.cipher.label}")
         _write(o["out"], report.content)
         return
+    extra = _extra_certs(o["certfile"])
     opened = open_message(
-        data,
-        keys=keys,
-        extra_certificates=_extra_certs(o["certfile"]),
-        stop_after=1 if o["one_layer"] else None,
+        data, keys=keys, extra_certificates=extra, stop_after=1 if o["one_layer"] else None
     )
     for layer in opened.layers:
-        _say(layer.describe())
+        _say(_describe(layer))
     if not opened.encrypted:
         raise UsageError("the message is not encrypted")
-    if o["remember"]:
-        _remember(opened)
     if opened.signed and not opened.signature_valid:
         _write(o["out"], opened.entity)
         raise SignatureError("decrypted, but a signature inside does not verify")
+    reports = [layer.signed for layer in opened.layers if layer.signed is not None]
+    if not reports:
+        _write(o["out"], opened.entity)
+        return
+    try:
+        lines, verdict = _trust_verdict(reports, o, extra)
+    except CaduceeError:
+        _write(o["out"], opened.entity)  # decrypted all the same; the exit status says why not
+        raise
+    for line in lines:
+        _say(line)
+    if o["remember"]:
+        _remember(opened)
     _write(o["out"], opened.entity)
+    _say(verdict)

@@ -120,9 +120,25 @@ def parse_fields(head: bytes) -> list[Field]:
             continue
         name, colon, raw = line.partition(b":")
         if not colon or not _FIELD_NAME.match(name.strip()):
-            raise MalformedMessageError(f"not a header field: {line[:40]!r}", "MIME headers")
+            raise MalformedMessageError(_not_a_field(line, first=not fields), "MIME headers")
         fields.append(Field(name.strip().decode("ascii"), raw))
     return fields
+
+
+def _not_a_field(line: bytes, *, first: bool) -> str:
+    """Why ``line`` cannot be a header field, in words: never the raw bytes (they may be binary
+    garbage or patient text)."""
+    sample = line[:64]
+    binary = any(b < 0x09 or 0x0D < b < 0x20 or b == 0x7F for b in sample)
+    try:
+        sample.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        binary = binary or exc.start < len(sample) - 3  # not a character cut at the end
+    if binary:
+        return "input is not a MIME message (binary data: DER? use --inform der)"
+    if first:
+        return "input is not a MIME message (its first line is not a header field)"
+    return "a line in the header block is not a header field (no 'Name:' before it)"
 
 
 def join(fields: list[Field], body: bytes) -> bytes:
