@@ -24,6 +24,7 @@ from caducee.directory.api import (
 from caducee.directory.http import DirectoryHTTPServer, HttpDirectory, start_server
 from caducee.directory.sqlite import SqliteDirectory
 from caducee.errors import DirectoryError
+from caducee.serials import format_serial
 
 
 @pytest.fixture
@@ -55,8 +56,8 @@ def test_json_lookup_and_der_download(served, pki) -> None:
     (entry,) = data["entries"]
     assert entry["email"] == "alice@op1.test" and data["problems"] == []
     usages = {c["serial"]: c["usage"] for c in entry["certificates"]}
-    assert usages[f"{pki.alice.signing.certificate.serial_number:x}"] == ["signature"]
-    assert usages[f"{pki.alice.encryption.certificate.serial_number:x}"] == ["encryption"]
+    assert usages[format_serial(pki.alice.signing.certificate.serial_number)] == ["signature"]
+    assert usages[format_serial(pki.alice.encryption.certificate.serial_number)] == ["encryption"]
     for cert in entry["certificates"]:
         status, ctype, body = get(server.url + cert["href"])
         assert (status, ctype) == (200, "application/pkix-cert")

@@ -20,6 +20,12 @@ def test_entries_survive_reopening(tmp_path: pathlib.Path, pki) -> None:
         assert directory.count() == 1
 
 
+ADD = (
+    "INSERT INTO entries (email, common_name, surname, given_name, profession, organisation, "
+    "professional_id) VALUES "
+)
+
+
 def test_bad_rows_are_skipped_and_reported(tmp_path: pathlib.Path, pki) -> None:
     path = tmp_path / "d.sqlite"
     with SqliteDirectory(path) as directory:
@@ -27,12 +33,12 @@ def test_bad_rows_are_skipped_and_reported(tmp_path: pathlib.Path, pki) -> None:
     db = sqlite3.connect(path)
     with db:
         db.execute("INSERT INTO certificates VALUES ('x', 'alice@op1.test', '1', x'00')")
-        db.execute("INSERT INTO entries VALUES ('bad@op1.test', 'Bad', 'Bad', '', '', '', 'abc')")
+        db.execute(ADD + "('bad@op1.test', 'Bad', 'Bad', '', '', '', 'abc')")
         db.execute(
             "INSERT INTO certificates VALUES ('y', 'bad@op1.test', '2', ?)",
             (der(pki.alice.encryption.certificate),),
         )
-        db.execute("INSERT INTO entries VALUES ('none@op1.test', 'alice', 'x', '', '', '', '')")
+        db.execute(ADD + "('none@op1.test', 'alice', 'x', '', '', '', '')")
     db.close()
     with SqliteDirectory(path, name="db") as directory:
         result = directory.lookup(name="alice")

@@ -22,7 +22,8 @@ from caducee.directory.api import (
     entry_from_certificate,
     fingerprint,
 )
-from caducee.errors import UsageError
+from caducee.errors import CaduceeError, UsageError
+from caducee.serials import format_serial, parse_serial
 
 __all__ = ["group"]
 
@@ -53,11 +54,19 @@ def _open(
     password_file: str | None,
     token_file: str | None,
     timeout: float,
+    *,
+    create: bool,
 ) -> Directory:
+    """``create``: whether a missing SQLite database file may be created (never its folder)."""
     from caducee.directory.federation import open_directory
 
+    if url is None and create:
+        # caducee's own data folder is made on first use; a folder named by the user never is
+        folder = pathlib.Path(default_directory().removeprefix("sqlite://")).parent
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     return open_directory(
         url or default_directory(),
+        create=create,
         bind_dn=bind_dn,
         password=_read_secret(password_file),
         token=_read_secret(token_file),
@@ -177,7 +186,7 @@ def lookup(
         env = os.environ.get("CADUCEE_DIRECTORY")
         chosen = list(urls) or ([env] if env else [default_directory()])
         directory = FederatedDirectory(
-            [open_directory(u, timeout=timeout) for u in chosen], timeout=timeout
+            [open_directory(u, timeout=timeout, create=False) for u in chosen], timeout=timeout
         )
     with directory:
         result = directory.lookup(
@@ -222,13 +231,13 @@ def lookup(
             usage = "+".join(sorted(certificate_purposes(cert)))
             if not as_json:
                 click.echo(
-                    f"  {usage:<20} serial {cert.serial_number:x}  until "
+                    f"  {usage:<20} serial {format_serial(cert.serial_number)}  until "
                     f"{cert.not_valid_after_utc:%Y-%m-%d}  sha256 {fingerprint(cert)[:16]}"
                 )
             if save_dir:
                 out = pathlib.Path(save_dir)
                 out.mkdir(parents=True, exist_ok=True)
-                target = out / f"{entry.email}-{usage}-{cert.serial_number:x}.pem"
+                target = out / f"{entry.email}-{usage}-{format_serial(cert.serial_number)}.pem"
                 target.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
@@ -261,7 +270,7 @@ def publish(
         professional_id=professional_id,
         extra_certificates=certs[1:],
     )
-    with _open(url, bind_dn, password_file, token_file, timeout) as directory:
+    with _open(url, bind_dn, password_file, token_file, timeout, create=True) as directory:
         stored = directory.publish(entry)
         click.echo(
             f"published {len(entry.certificates)} certificate(s) for {stored.email} "
@@ -287,12 +296,12 @@ def withdraw(
     """Withdraw a certificate (revocation) or a whole entry."""
     if sum(x is not None for x in (certificate, serial, email)) != 1:
         raise UsageError("give exactly one of: CERTIFICATE, --serial, --email")
-    with _open(url, bind_dn, password_file, token_file, timeout) as directory:
+    with _open(url, bind_dn, password_file, token_file, timeout, create=False) as directory:
         if certificate is not None:
             removed = sum(directory.withdraw(c) for c in read_certificates(certificate))
         elif serial is not None:
             try:
-                number = int(serial.replace(":", ""), 16)
+                number = parse_serial(serial)
             except ValueError:
                 raise UsageError(f"--serial must be hexadecimal, got {serial[:40]!r}") from None
             removed = directory.withdraw(serial=number)
@@ -325,9 +334,18 @@ def serve(
     """Serve a directory over HTTP (JSON lookups and DER downloads)."""
     from caducee.directory.http import DirectoryHTTPServer
 
-    directory = _open(url, bind_dn, password_file, token_file, timeout)
+    token = _read_secret(admin_token_file)
+    # read-only: serve only a database that exists; read-write may start an empty one
+    directory = _open(url, bind_dn, password_file, token_file, timeout, create=token is not None)
+    from caducee.directory.sqlite import SqliteDirectory
+
     try:
-        server = DirectoryHTTPServer(directory, (host, port), token=_read_secret(admin_token_file))
+        if isinstance(directory, SqliteDirectory):
+            directory.ensure_open()  # a missing database is refused now, not at each lookup
+        server = DirectoryHTTPServer(directory, (host, port), token=token)
+    except CaduceeError:
+        directory.close()
+        raise
     except OSError as exc:
         directory.close()
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None

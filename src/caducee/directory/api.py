@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 
 from cryptography import x509
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtensionOID, NameOID
 
 from caducee.errors import DirectoryError, UsageError
+from caducee.serials import format_serial
 
 __all__ = [
     "ENCRYPTION",
@@ -37,6 +39,7 @@ __all__ = [
     "decode_certificate",
     "entry_from_certificate",
     "fingerprint",
+    "fold",
 ]
 
 SIGNATURE = "signature"
@@ -77,6 +80,14 @@ class MalformedCertificateError(DirectoryError):
     def __init__(self, message: str, where: str) -> None:
         self.where = where
         super().__init__(f"{where}: {message}")
+
+
+def fold(text: str) -> str:
+    """The form names are compared in: NFC, then Unicode case folding (all sigmas agree).
+
+    SQLite's NOCASE and LOWER() fold ASCII only, so backends store and compare this form.
+    """
+    return unicodedata.normalize("NFC", text).casefold()
 
 
 # --- certificates ------------------------------------------------------------------------------
@@ -152,7 +163,8 @@ def refuse_ca(cert: x509.Certificate) -> None:
         is_ca = False
     if is_ca:
         raise InvalidEntryError(
-            f"certificate {cert.serial_number:x} is a CA certificate, not a professional's"
+            f"certificate {format_serial(cert.serial_number)} is a CA certificate, "
+            "not a professional's"
         )
 
 
@@ -219,7 +231,7 @@ class DirectoryEntry:
         """Refuse what must never be published: CA certificates, another person's certificate."""
         for cert in self.certificates:
             refuse_ca(cert)
-            serial = f"{cert.serial_number:x}"
+            serial = f"{format_serial(cert.serial_number)}"
             if self.email not in certificate_emails(cert):
                 raise InvalidEntryError(
                     f"certificate {serial} is not bound to {self.email} "
@@ -250,7 +262,7 @@ def entry_from_certificate(
     if email is None:
         if not emails:
             raise InvalidEntryError(
-                f"certificate {cert.serial_number:x} names no e-mail address; give one"
+                f"certificate {format_serial(cert.serial_number)} names no e-mail address; give one"
             )
         email = emails[0]
     serial_attr = _subject(cert, NameOID.SERIAL_NUMBER)
@@ -305,7 +317,6 @@ class Query:
 
     def matches(self, entry: DirectoryEntry) -> bool:
         """Reference semantics, used by backends that filter in Python and by tests."""
-        fold = str.casefold
         if self.email is not None and entry.email != self.email:
             return False
         if self.name is not None and fold(self.name) not in {
@@ -468,7 +479,7 @@ def build_entry(
     for cert in certificates:
         if email and email not in certificate_emails(cert):
             problems.append(
-                f"{where}: certificate {cert.serial_number:x} is bound to "
+                f"{where}: certificate {format_serial(cert.serial_number)} is bound to "
                 f"{', '.join(certificate_emails(cert)) or 'no e-mail'}, not {email}; skipped"
             )
             continue

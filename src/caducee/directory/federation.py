@@ -34,8 +34,17 @@ from caducee.directory.api import (
     _CertPredicate,
 )
 from caducee.errors import CaduceeError, ConfigError, DirectoryError
+from caducee.serials import format_serial
 
-__all__ = ["FederatedDirectory", "Validator", "load_config", "load_federation", "open_directory"]
+__all__ = [
+    "CONFIG_KEYS",
+    "OPERATOR_KEYS",
+    "FederatedDirectory",
+    "Validator",
+    "load_config",
+    "load_federation",
+    "open_directory",
+]
 
 #: Called once per candidate certificate with the entry it came in (for its e-mail). Return
 #: False, or raise a CaduceeError (TrustError), to refuse it; anything else accepts it.
@@ -158,7 +167,9 @@ class FederatedDirectory(Directory):
             return entry
         kept = []
         for cert in entry.certificates:
-            where = f"{entry.source}: certificate {cert.serial_number:x} of {entry.email}"
+            where = (
+                f"{entry.source}: certificate {format_serial(cert.serial_number)} of {entry.email}"
+            )
             try:
                 verdict = self.validator(cert, entry)
             except CaduceeError as exc:
@@ -213,14 +224,43 @@ def _secret(spec: Mapping[str, Any], key: str, base: pathlib.Path | None) -> str
         raise ConfigError(f"{key} file {file}: not UTF-8 text") from None
 
 
+#: keys of the ``[directory]`` table and of each ``[[directory.operators]]`` table
+CONFIG_KEYS = ("operators", "ttl", "max_stale", "timeout")
+OPERATOR_KEYS = (
+    "name", "url", "timeout", "base_dn", "bind_dn", "password", "password_file", "token",
+    "token_file", "ca_file",
+)  # fmt: skip
+
+
+def _only(table: Mapping[str, Any], known: Sequence[str], where: str) -> None:
+    """Refuse unknown keys by name: a typo ("ttll") must not silently keep a default."""
+    from caducee.config import _did_you_mean
+
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key '{key}'{_did_you_mean(str(key), known)}")
+
+
+def _number(table: Mapping[str, Any], key: str, default: float, where: str) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"{where}: '{key}' must be a number of seconds, got {value!r:.40}")
+    return float(value)
+
+
 def open_directory(
-    spec: str | Mapping[str, Any], *, base: pathlib.Path | None = None, **overrides: Any
+    spec: str | Mapping[str, Any],
+    *,
+    base: pathlib.Path | None = None,
+    create: bool = True,
+    **overrides: Any,
 ) -> Directory:
     """A directory from a URL or a configuration table.
 
     URLs: ``sqlite:///abs/path.sqlite`` (or a plain file path), ``ldap[s]://host:port/<base DN>``,
     ``http[s]://host:port``. Tables add ``name``, ``timeout``, ``bind_dn``, ``password_file``
-    (LDAP), ``token_file`` (HTTP).
+    (LDAP), ``token_file`` (HTTP). ``create``: whether a missing SQLite file may be created
+    (for publishing; a lookup passes False). A missing folder is never created.
     """
     table: dict[str, Any] = {"url": spec} if isinstance(spec, str) else dict(spec)
     table.update({k: v for k, v in overrides.items() if v is not None})
@@ -228,7 +268,7 @@ def open_directory(
     if not url:
         raise ConfigError("a directory needs a url")
     name = table.get("name")
-    timeout = float(table.get("timeout", 5.0))
+    timeout = _number(table, "timeout", 5.0, f"directory {url[:80]}")
     scheme = urllib.parse.urlsplit(url).scheme.lower()
     if scheme in ("ldap", "ldaps"):
         from caducee.directory.ldap import LdapDirectory
@@ -263,7 +303,9 @@ def open_directory(
     file = pathlib.Path(path).expanduser()
     if base is not None and not file.is_absolute() and path != ":memory:":
         file = base / file
-    return SqliteDirectory(path if path == ":memory:" else file, name=name, timeout=timeout)
+    return SqliteDirectory(
+        path if path == ":memory:" else file, name=name, timeout=timeout, create=create
+    )
 
 
 def load_federation(
@@ -273,23 +315,30 @@ def load_federation(
     base: pathlib.Path | None = None,
 ) -> FederatedDirectory:
     """Build a federation from ``{"ttl", "max_stale", "timeout", "operators": [tables]}``."""
+    where = "directory configuration"
+    _only(config, CONFIG_KEYS, where)
     operators = config.get("operators")
     if not isinstance(operators, list) or not operators:
-        raise ConfigError("directory configuration: 'operators' must list at least one directory")
-    timeout = float(config.get("timeout", 5.0))
-    directories = []
+        raise ConfigError(f"{where}: 'operators' must list at least one directory")
+    timeout = _number(config, "timeout", 5.0, where)
+    ttl = _number(config, "ttl", 300.0, where)
+    max_stale = _number(config, "max_stale", 7 * 86400.0, where)
     for i, op in enumerate(operators):
         if not isinstance(op, Mapping):
-            raise ConfigError(f"directory configuration: operator #{i + 1} is not a table")
-        op = {"timeout": timeout, **op}
-        directories.append(open_directory(op, base=base))
-    return FederatedDirectory(
-        directories,
-        ttl=float(config.get("ttl", 300.0)),
-        max_stale=float(config.get("max_stale", 7 * 86400.0)),
-        timeout=timeout,
-        validator=validator,
-    )
+            raise ConfigError(f"{where}: operator #{i + 1} is not a table")
+        _only(op, OPERATOR_KEYS, f"{where}: operator #{i + 1}")
+    directories: list[Directory] = []
+    try:
+        for op in operators:
+            # lookups only: a database file that does not exist yet is not created
+            directories.append(open_directory({"timeout": timeout, **op}, base=base, create=False))
+        return FederatedDirectory(
+            directories, ttl=ttl, max_stale=max_stale, timeout=timeout, validator=validator
+        )
+    except BaseException:
+        for directory in directories:
+            directory.close()
+        raise
 
 
 def load_config(path: str | pathlib.Path) -> dict[str, Any]:

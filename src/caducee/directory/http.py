@@ -48,6 +48,7 @@ from caducee.directory.api import (
     fingerprint,
 )
 from caducee.errors import CaduceeError, DirectoryError, UsageError
+from caducee.serials import format_serial, parse_serial
 
 __all__ = ["DirectoryHTTPServer", "HttpDirectory", "entry_to_json", "start_server"]
 
@@ -70,7 +71,7 @@ def entry_to_json(entry: DirectoryEntry) -> dict[str, Any]:
     out["certificates"] = [
         {
             "fingerprint_sha256": fingerprint(c),
-            "serial": f"{c.serial_number:x}",
+            "serial": format_serial(c.serial_number),
             "issuer": c.issuer.rfc4514_string(),
             "usage": sorted(certificate_purposes(c)),
             "not_before": c.not_valid_before_utc.isoformat(),
@@ -111,6 +112,16 @@ def entry_from_json(
 # --- server ------------------------------------------------------------------------------------
 
 
+def _route(path: str) -> str:
+    """The resource asked for, fit for a log: no query string, no e-mail, no fingerprint."""
+    parts = [p for p in path.split("?")[0].split("/") if p]
+    if parts in (["v1", "health"], ["v1", "lookup"], ["v1", "entries"], ["v1", "withdraw"]):
+        return "/" + "/".join(parts)
+    if len(parts) == 5 and parts[:2] == ["v1", "entries"] and parts[3] == "certificates":
+        return "/v1/entries/<e-mail>/certificates/<sha256>.der"
+    return "<other>"
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: DirectoryHTTPServer
     timeout = 15
@@ -119,13 +130,26 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     sys_version = ""
 
     def log_message(self, format: str, *args: Any) -> None:
+        """Never log what the client sent: request lines, paths and bodies carry e-mail
+        addresses. Only the method, the route (addresses replaced) and the status are logged."""
         if self.server.quiet:
             return
-        # the path only: query strings carry e-mail addresses
-        sys.stderr.write(
-            f"{self.address_string()} {self.command} "
-            f"{self.path.split('?')[0]} {args[1] if len(args) > 1 else ''}\n"
-        )
+        sys.stderr.write(f"{self.address_string()} {self._log_line()}\n")
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        self._status = str(getattr(code, "value", code))
+        self.log_message("%s", "")
+
+    def log_error(self, format: str, *args: Any) -> None:
+        # http.server calls this with the offending request line ("Bad request syntax (...)")
+        # just before send_error() logs the status through log_request: nothing to add.
+        pass
+
+    def _log_line(self) -> str:
+        command = getattr(self, "command", None) or "-"
+        return f"{command} {_route(getattr(self, 'path', '') or '')} {self._status}"
+
+    _status = "-"
 
     def _send(self, status: int, body: bytes, ctype: str) -> None:
         self.send_response(status)
@@ -154,6 +178,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._json(status, {"error": str(exc)})
 
     def do_GET(self) -> None:
+        if self.headers.get("Content-Length", "0") != "0" or self.headers.get("Transfer-Encoding"):
+            self.close_connection = True  # a body we do not read must not become a request
         url = urllib.parse.urlsplit(self.path)
         parts = [urllib.parse.unquote(p) for p in url.path.split("/") if p]
         directory = self.server.directory
@@ -193,21 +219,44 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     do_HEAD = do_GET
 
-    def _body(self) -> dict[str, Any]:
+    def _read_body(self) -> bytes | None:
+        """Read the whole request body before answering anything, so that the next request
+        on this keep-alive connection starts where it should (else the body would be parsed
+        as a request line, answered 400 and logged). A body we will not read (no or a bad
+        length, too large, chunked) closes the connection after the answer instead."""
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            return None
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            self.close_connection = True
+            return None
+        if not 0 < length <= MAX_BODY:
+            if length != 0:
+                self.close_connection = True
+            return None
+        try:
+            body = self.rfile.read(length)
+        except OSError:
+            self.close_connection = True
+            return None
+        if len(body) != length:
+            self.close_connection = True
+            return None
+        return body
+
+    def _body(self, raw: bytes | None) -> dict[str, Any]:
         token = self.server.token
         given = self.headers.get("Authorization", "")
         if token is None:
             raise ReadOnlyDirectoryError("this directory server is read-only")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             raise ReadOnlyDirectoryError("missing or wrong operator token")
+        if raw is None:
+            raise UsageError(f"request body must be 1 byte to {MAX_BODY} bytes, with a length")
         try:
-            length = int(self.headers.get("Content-Length", "0"))
-        except ValueError:
-            raise UsageError("bad Content-Length") from None
-        if not 0 < length <= MAX_BODY:
-            raise UsageError(f"request body must be 1 byte to {MAX_BODY} bytes")
-        try:
-            data = json.loads(self.rfile.read(length))
+            data = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             raise UsageError("request body is not JSON") from None
         if not isinstance(data, dict):
@@ -217,11 +266,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         path = urllib.parse.urlsplit(self.path).path.rstrip("/")
         directory = self.server.directory
+        raw = self._read_body()
         try:
             if path not in ("/v1/entries", "/v1/withdraw"):
                 self._json(404, {"error": f"no such resource {path[:80]}"})
                 return
-            data = self._body()
+            data = self._body(raw)
             if path == "/v1/entries":
                 problems: list[str] = []
                 entry = entry_from_json(data, "request", problems, "")
@@ -234,7 +284,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 blob = base64.b64decode(str(data["certificate"]), validate=True)
                 removed = directory.withdraw(decode_certificate(blob, "request"))
             elif "serial" in data:
-                removed = directory.withdraw(serial=int(str(data["serial"]), 16))
+                removed = directory.withdraw(serial=parse_serial(str(data["serial"])))
             elif "email" in data:
                 removed = directory.withdraw(email=str(data["email"]))
             else:
@@ -392,5 +442,6 @@ class HttpDirectory(Directory):
         if certificate is not None:
             body = {"certificate": base64.b64encode(der(certificate)).decode()}
         else:
-            body = {"serial": f"{serial:x}"}
+            assert serial is not None
+            body = {"serial": format_serial(serial)}
         return int(self._request("/v1/withdraw", body).get("removed", 0))

@@ -52,9 +52,11 @@ from caducee.directory.api import (
     ReadOnlyDirectoryError,
     _CertPredicate,
     build_entry,
+    certificate_emails,
     decode_all,
     der,
     fingerprint,
+    fold,
 )
 from caducee.errors import DirectoryError
 
@@ -151,6 +153,43 @@ def _close(conn: ldap3.Connection) -> None:
 
 def _by_mail(email: str) -> str:
     return f"(&(objectClass=inetOrgPerson)(mail={escape_filter_chars(email)}))"
+
+
+NAME_ATTRS = ("cn", "sn", "givenName")
+
+
+def _spellings(text: str) -> list[str]:
+    """The forms a name is asked for in: slapd folds case itself, but maps capital sigma to
+    medial sigma only, so "ΟΔΥΣΣΈΑΣ" would miss "Οδυσσέας". Python's lower() applies the final
+    sigma rule and casefold() uses medial sigma everywhere: one of the three matches."""
+    return list(dict.fromkeys((text, text.lower(), fold(text))))
+
+
+def _any_of(attributes: Sequence[str], text: str) -> str:
+    """``text`` in any of ``attributes``, in any case (see :func:`_spellings`)."""
+    esc = escape_filter_chars
+    alternatives = [f"({a}={esc(t)})" for t in _spellings(text) for a in attributes]
+    return f"(|{''.join(alternatives)})"
+
+
+def _holding(certificate: x509.Certificate) -> str:
+    """A filter for the entries that may hold ``certificate``; the caller compares fingerprints.
+
+    slapd's certificateExactMatch ("<serial>$<issuer DN>") alone is not enough: OpenLDAP
+    normalises the issuer it extracts from the stored certificate differently from the DN in
+    the assertion as soon as the issuer has non-ASCII characters ("O=Opérateur 1") or escaped
+    spaces, and then nothing matches. So the entries named by the certificate's own e-mail
+    addresses (the only ones :meth:`Directory.publish` files it under) are read too, and the
+    exact match is kept as an alternative for entries written by other tools. A certificate
+    without an e-mail address falls back to reading every entry holding certificates.
+    """
+    emails = certificate_emails(certificate)
+    if not emails:
+        return "(userCertificate=*)"
+    assertion = f"{certificate.serial_number}${certificate.issuer.rfc4514_string()}"
+    alternatives = [f"(mail={escape_filter_chars(e)})" for e in emails]
+    alternatives.append(f"(userCertificate={escape_filter_chars(assertion)})")
+    return f"(&(objectClass=inetOrgPerson)(|{''.join(alternatives)}))"
 
 
 class LdapDirectory(Directory):
@@ -300,12 +339,11 @@ class LdapDirectory(Directory):
         if query.email is not None:
             parts.append(f"(mail={esc(query.email)})")
         if query.name is not None:
-            n = esc(query.name)
-            parts.append(f"(|(cn={n})(sn={n})(givenName={n}))")
+            parts.append(_any_of(NAME_ATTRS, query.name))
         if query.professional_id is not None:
             parts.append(f"(employeeNumber={esc(query.professional_id)})")
         if query.organisation is not None:
-            parts.append(f"(o={esc(query.organisation)})")
+            parts.append(_any_of(("o",), query.organisation))
         return f"(&{''.join(parts)})"
 
     def _search_raw(self, flt: str, limit: int) -> list[dict[str, Any]]:
@@ -428,12 +466,8 @@ class LdapDirectory(Directory):
         certificate: x509.Certificate | None,
         serial: int | None,
     ) -> int:
-        if certificate is not None:
-            # certificateExactMatch: "<serial>$<issuer DN>", served by slapd's equality index
-            assertion = f"{certificate.serial_number}${certificate.issuer.rfc4514_string()}"
-            flt = f"(userCertificate={escape_filter_chars(assertion)})"
-        else:  # no issuer: every entry holding certificates must be read
-            flt = "(userCertificate=*)"
+        # by serial only: every entry holding certificates must be read
+        flt = _holding(certificate) if certificate is not None else "(userCertificate=*)"
         removed = 0
         for dn, certs in self._find(flt):
             keep = [c for c in certs if not predicate(c)]
