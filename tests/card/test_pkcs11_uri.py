@@ -86,7 +86,11 @@ def test_pin_incorrect_reads_the_token_flags(flags: int, expected: str) -> None:
         (PyKCS11.CKR_TOKEN_NOT_PRESENT, CardRemovedError, "card removed (while signing)"),
         (PyKCS11.CKR_PIN_LEN_RANGE, PinLengthError, "PIN length out of range"),
         (PyKCS11.CKR_USER_PIN_NOT_INITIALIZED, PinNotInitializedError, "the card has no user PIN"),
-        (PyKCS11.CKR_DEVICE_ERROR, CardOperationError, "card refused signing: CKR_DEVICE_ERROR"),
+        (
+            PyKCS11.CKR_DEVICE_ERROR,
+            CardOperationError,
+            "card refused signing: the card or its reader failed (CKR_DEVICE_ERROR)",
+        ),
     ],
 )
 def test_ckr_mapping(code: int, kind: type, text: str) -> None:

@@ -15,6 +15,7 @@ import PyKCS11
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from caducee.card.names import readable_name
 from caducee.keys.keystore import ACCESS_LABEL, is_access_certificate, keystore_info
 from caducee.keys.pkcs11 import CardCertificate, CardSession, Pkcs11Module, TokenInfo
 from caducee.keys.pkcs11_errors import (
@@ -128,7 +129,7 @@ def _holder(certs: list[CardCertificate]) -> str | None:
         subject = cert.certificate.subject
         names = subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
         mails = subject.get_attributes_for_oid(x509.NameOID.EMAIL_ADDRESS)
-        name = str(names[0].value) if names else subject.rfc4514_string()
+        name = str(names[0].value) if names else readable_name(subject)
         return f"{name} <{mails[0].value!s}>" if mails else name
     return None
 
@@ -149,7 +150,7 @@ def card_status(
                 kind="certificate",
                 label=c.label,
                 id=c.id.hex(),
-                subject=c.certificate.subject.rfc4514_string(),
+                subject=readable_name(c.certificate.subject),
                 purpose=_purpose(c),
                 not_before=c.certificate.not_valid_before_utc,
                 not_after=c.certificate.not_valid_after_utc,
@@ -220,7 +221,7 @@ def keystore_state(module: Pkcs11Module, token: TokenInfo, path: str) -> Keystor
         )
     return KeystoreState(
         path=str(path),
-        holder=info.certificate.subject.rfc4514_string(),
+        holder=readable_name(info.certificate.subject),
         failures=info.failures,
         tries_left=info.tries_left,
         locked=info.locked,

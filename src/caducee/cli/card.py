@@ -28,7 +28,8 @@ from caducee.card import (
 )
 from caducee.card.devissuer import devpki_issuer, load_test_ca
 from caducee.card.issue import CertificateIssuer, IssuedCard, check_keystore_target
-from caducee.cli.keyargs import read_file
+from caducee.card.names import readable_name
+from caducee.cli.keyargs import ask_secret, read_file
 from caducee.errors import ConfigError, UsageError
 from caducee.keys.open import read_pin_file
 from caducee.keys.pkcs11 import Pkcs11Module, TokenInfo, default_module_path
@@ -59,15 +60,28 @@ def _token_option(func: F) -> F:
     )(func)
 
 
+#: The option that gives each environment variable's PIN from a file.
+_SOURCE_OPTION = {
+    "CADUCEE_PIN": "--pin-source",
+    "CADUCEE_SO_PIN": "--so-pin-source",
+    "CADUCEE_NEW_PIN": "--new-pin-source",
+}
+
+
 def _pin(source: str | None, env: str, prompt: str, *, confirm: bool = False) -> str:
-    """A PIN from ``--...-pin-source``, then ``$env``, then a hidden prompt."""
+    """A PIN from ``--...-pin-source``, then ``$env``, then a hidden prompt on the terminal
+    (never from piped stdin: with no terminal, a one-line refusal naming both other ways)."""
     if source:
         return read_pin_file(source)
     value = os.environ.get(env)
     if value:
         return value
-    pin = click.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
-    return str(pin)
+    return ask_secret(
+        prompt,
+        needed_for=f"{prompt} needed",
+        hint=f"set {env} or use {_SOURCE_OPTION.get(env, '--pin-source')} FILE",
+        confirm=confirm,
+    )
 
 
 def _open_module(path: str | None) -> Pkcs11Module:
@@ -75,7 +89,7 @@ def _open_module(path: str | None) -> Pkcs11Module:
 
 
 def _token(module: Pkcs11Module, label: str | None) -> TokenInfo:
-    return module.find_token(label=label)
+    return module.find_token(label=label, how_to_name="name one with --token LABEL")
 
 
 def _now() -> dt.datetime:
@@ -504,5 +518,5 @@ def _issue_from_operator(
         module_path, label, kind, keystore, so_pin_source, pin_source, cert_out, email,
         issuer=issuer, ca_certificate=ca.certificate, ca_file="ca.pem", overwrite=overwrite,
     )  # fmt: skip
-    click.echo(f"certificates issued by {ca.certificate.subject.rfc4514_string()}")
+    click.echo(f"certificates issued by {readable_name(ca.certificate.subject)}")
     _echo_escrow(issued)

@@ -38,7 +38,13 @@ class UnopenedMessageError(CryptoError):
 
 
 def _pin_prompt(label: str) -> str:
-    return str(click.prompt(f"PIN for {label}", hide_input=True, err=True))
+    """The card PIN, asked on the terminal only: with no terminal (stdin may be the message),
+    one line saying where a PIN can come from instead."""
+    from caducee.cli.keyargs import card_pin_prompt
+
+    return card_pin_prompt(
+        label, "set CADUCEE_PIN or add pin-source=file:PATH to the card URI in the configuration"
+    )
 
 
 @contextmanager

@@ -37,15 +37,15 @@ from caducee.correspondents import CorrespondentStore, certificate_emails
 from caducee.errors import CaduceeError, PolicyError, SignatureError, TrustError, UsageError
 from caducee.keys.api import SigningKey
 
-from .keyargs import load_decryptors, load_signer, read_file
+from .keyargs import PASSIN_HELP, load_decryptors, load_signer, read_file
 
 FORMATS = click.Choice(["smime", "pem", "der"], case_sensitive=False)
 CIPHERS = click.Choice([c.label for c in ContentCipher], case_sensitive=False)
 MESSAGE_FIELDS = ("from", "to", "subject", "date", "message-id")
 NOT_CHECKED = "signature intact, signer identity NOT checked"
 INKEY_HELP = (
-    "Key: PEM/DER, PKCS#12, or a pkcs11: URI (card PIN: the URI's pin-source=, else the "
-    "CADUCEE_PIN environment variable, else a prompt on the terminal)."
+    "Key: PEM/DER, PKCS#12, or a pkcs11: URI (card PIN: --passin, else the URI's pin-source=, "
+    "else the CADUCEE_PIN environment variable, else a prompt on the terminal)."
 )
 IN_HELP = "Input file ('-': standard input)."
 FORCE_HELP = "Overwrite an existing --out file."
@@ -218,7 +218,7 @@ def _der_out(der: bytes, outform: str) -> bytes:
 @click.option("--force", is_flag=True, help=FORCE_HELP)
 @click.option("--signer", "signer_cert", metavar="FILE", help="Signer certificate (PEM/DER).")
 @click.option("--inkey", required=True, metavar="KEY", help=INKEY_HELP)
-@click.option("--passin", help="Key password: pass:TEXT, file:PATH, env:VAR, prompt:.")
+@click.option("--passin", help=PASSIN_HELP)
 @click.option("--certfile", multiple=True, help="Extra certificates to include.")
 @click.option(
     "--md", type=click.Choice(["sha256", "sha384", "sha512"]), help="Default: fits the key."
@@ -636,7 +636,7 @@ def _transport(opts: dict[str, str]) -> KeyTransport | None:
     help="Our encryption certificate (with a PEM/DER key).",
 )  # fmt: skip
 @click.option("--inkey", required=True, metavar="KEY", help=INKEY_HELP)
-@click.option("--passin", help="Key password: pass:TEXT, file:PATH, env:VAR, prompt:.")
+@click.option("--passin", help=PASSIN_HELP)
 @click.option("--inform", type=FORMATS, default="smime", show_default=True)
 @click.option("--one-layer", is_flag=True, help="Remove the encryption layer only (as openssl).")
 @click.option(

@@ -172,8 +172,10 @@ class Pkcs11Module:
         label: str | None = None,
         serial: str | None = None,
         slot_id: int | None = None,
+        how_to_name: str = "add token=LABEL to the key URI",
     ) -> TokenInfo:
-        """The one token matching the given attributes; a clear error when none or several."""
+        """The one token matching the given attributes; a clear error when none or several.
+        ``how_to_name`` tells the user how to pick one (a URI attribute, a ``--token`` option)."""
         found = [
             t
             for t in self.tokens()
@@ -193,7 +195,7 @@ class Pkcs11Module:
             where = f" with {wanted}" if wanted else ""
             raise TokenNotFoundError(f"no card{where} in {self.path} (cards present: {present})")
         labels = ", ".join(repr(t.label) for t in found)
-        raise TokenNotFoundError(f"several cards match ({labels}): name one with token=")
+        raise TokenNotFoundError(f"several cards match ({labels}): {how_to_name}")
 
     def free_slot(self) -> int:
         """A slot whose token is not initialised yet (SoftHSM2 always keeps one)."""
@@ -533,7 +535,9 @@ class Pkcs11Key:
             card.operations += 1
             pin = self._context_pin() if call == "sign" and self._always_auth else None
             with card_errors(
-                action, flags=lambda: card.module.token_info(card.token.slot).pin_flags
+                action,
+                flags=lambda: card.module.token_info(card.token.slot).pin_flags,
+                key_label=self.label or None,
             ):
                 try:
                     if pin is not None:

@@ -112,6 +112,36 @@ def _ckr_name(code: int) -> str:
     return name if isinstance(name, str) else f"CKR 0x{code:08X}"
 
 
+#: Other refusals a card gives, in words; the CKR name is kept in brackets for the helpdesk.
+#: (The PIN, removal, session and decryption codes get their own error classes in map_ckr.)
+_CKR_WORDS: dict[int, str] = {
+    PyKCS11.CKR_KEY_FUNCTION_NOT_PERMITTED: "this key is not allowed to do that",
+    PyKCS11.CKR_KEY_TYPE_INCONSISTENT: "the key is of the wrong type for this operation",
+    PyKCS11.CKR_KEY_HANDLE_INVALID: "the key is no longer on the card",
+    PyKCS11.CKR_KEY_SIZE_RANGE: "the card does not support keys of this size",
+    PyKCS11.CKR_DATA_LEN_RANGE: "the data has the wrong length for this key",
+    PyKCS11.CKR_DATA_INVALID: "the card does not accept this data",
+    PyKCS11.CKR_DEVICE_MEMORY: "the card is full",
+    PyKCS11.CKR_HOST_MEMORY: "the card middleware ran out of memory",
+    PyKCS11.CKR_DEVICE_ERROR: "the card or its reader failed",
+    PyKCS11.CKR_GENERAL_ERROR: "the card or its middleware failed",
+    PyKCS11.CKR_FUNCTION_FAILED: "the card could not complete the operation",
+    PyKCS11.CKR_TOKEN_WRITE_PROTECTED: "the card is write-protected",
+    PyKCS11.CKR_OPERATION_ACTIVE: "another operation is still running on the card",
+    PyKCS11.CKR_FUNCTION_NOT_SUPPORTED: "the card middleware does not offer this function",
+    PyKCS11.CKR_ATTRIBUTE_READ_ONLY: "the card does not let this object be changed",
+    PyKCS11.CKR_TEMPLATE_INCONSISTENT: "the card does not accept this object",
+    PyKCS11.CKR_ARGUMENTS_BAD: "the card middleware rejected the request's parameters",
+    PyKCS11.CKR_CRYPTOKI_NOT_INITIALIZED: "the card middleware is not initialised",
+}
+
+
+def describe_ckr(code: int) -> str:
+    """``code`` in words a professional can read, with its CKR name for support."""
+    words = _CKR_WORDS.get(code)
+    return f"{words} ({_ckr_name(code)})" if words else _ckr_name(code)
+
+
 def tries_left(flags: int, role: Role = "user") -> int | None:
     """What the token flags say about remaining PIN tries (None: the card does not tell)."""
     low, final, locked = (
@@ -135,8 +165,10 @@ def map_ckr(
     role: Role = "user",
     flags: Callable[[], int] | None = None,
     pin_range: tuple[int, int] | None = None,
+    key_label: str | None = None,
 ) -> CaduceeError:
-    """The caducee error for ``code`` returned while doing ``action`` (e.g. "signing")."""
+    """The caducee error for ``code`` returned while doing ``action`` (e.g. "signing");
+    ``key_label`` names the card key the operation used, if any."""
     if code == PyKCS11.CKR_PIN_INCORRECT:
         left: int | None = None
         if flags is not None:
@@ -185,7 +217,18 @@ def map_ckr(
         return CardOperationError(f"the card does not support this algorithm for {action}")
     if code == PyKCS11.CKR_FUNCTION_CANCELED:
         return CardOperationError(f"{action} cancelled on the card reader")
-    return CardOperationError(f"card refused {action}: {_ckr_name(code)}")
+    if code == PyKCS11.CKR_KEY_FUNCTION_NOT_PERMITTED and key_label is not None:
+        instead = _OTHER_KEY.get(action)
+        text = f"the card's {key_label!r} key is not for {action}"
+        return CardOperationError(f"{text}: {instead}" if instead else text)
+    return CardOperationError(f"card refused {action}: {describe_ckr(code)}")
+
+
+#: What to use instead when a card key refuses an operation it is not meant for.
+_OTHER_KEY = {
+    "signing": "use the card's signature key (object=signature in the key URI)",
+    "decrypting the message key": "use the card's encryption key (object=encryption)",
+}
 
 
 @contextmanager
@@ -195,10 +238,13 @@ def card_errors(
     role: Role = "user",
     flags: Callable[[], int] | None = None,
     pin_range: tuple[int, int] | None = None,
+    key_label: str | None = None,
 ) -> Iterator[None]:
     """Translate PyKCS11 errors raised inside the block; chain nothing that could hold a PIN."""
     try:
         yield
     except PyKCS11.PyKCS11Error as exc:
         code = int(exc.value)
-        raise map_ckr(code, action, role=role, flags=flags, pin_range=pin_range) from None
+        raise map_ckr(
+            code, action, role=role, flags=flags, pin_range=pin_range, key_label=key_label
+        ) from None
