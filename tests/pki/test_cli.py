@@ -24,6 +24,7 @@ from caducee.cli.ca import group
 from caducee.errors import ConfigError
 from caducee.pki import CertificateAuthority, TrustStore, validate_certificate
 from caducee.pki.errors import CertificateRevokedError
+from caducee.serials import format_serial
 
 
 def _port() -> int:
@@ -83,7 +84,7 @@ def test_issue_list_revoke_crl(cli_pki: dict[str, pathlib.Path | int]) -> None:
     ], env=env)  # fmt: skip
     assert r.exit_code == 0, r.output
     cert = x509.load_pem_x509_certificate(out.read_bytes())
-    serial = f"{cert.serial_number:X}"
+    serial = format_serial(cert.serial_number)
     assert serial in r.output
 
     r = runner.invoke(group, ["list", "--ca", str(base / "opa"), "--json"])

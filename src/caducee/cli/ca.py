@@ -6,20 +6,31 @@ variable ``CADUCEE_CA_PASS``, else an interactive hidden prompt. It is never ech
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pathlib
-from collections.abc import Iterator
+import stat
 from typing import Any
 
 import click
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from caducee.errors import UsageError
-from caducee.pki.ca import KEY_KINDS, REASONS, CertificateAuthority, generate_ca_key, load_csr
+from caducee.cli.keyargs import ask_secret, card_pin_prompt
+from caducee.errors import CaduceeError, UsageError
+from caducee.pki.ca import (
+    KEY_KINDS,
+    REASONS,
+    CertificateAuthority,
+    ca_name,
+    generate_ca_key,
+    load_csr,
+)
+from caducee.pki.names import check_days
 from caducee.pki.profiles import ProfessionalIdentity, ValidityPolicy
-from caducee.pki.store import CAConfig
+from caducee.pki.publish import PublicationError, check_publishable
+from caducee.pki.store import CAConfig, CAStore
+from caducee.serials import format_serial
 
 PASS_ENV = "CADUCEE_CA_PASS"  # noqa: S105 - a variable name, not a secret
 
@@ -44,13 +55,26 @@ pass_option = click.option(
 
 def ca_passphrase(source: pathlib.Path | None, *, confirm: bool = False, what: str = "CA") -> bytes:
     if source is not None:
-        lines = source.read_bytes().splitlines()
+        try:
+            mode = source.stat().st_mode
+            lines = source.read_bytes().splitlines()
+        except OSError as exc:
+            raise UsageError(f"cannot read the passphrase file {source}: {exc.strerror}") from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            click.echo(
+                f"caducee: warning: passphrase file {source} is readable by other users "
+                f"(chmod 600 {source})",
+                err=True,
+            )
         value = lines[0] if lines else b""
     elif os.environ.get(PASS_ENV):
         value = os.environ[PASS_ENV].encode()
     else:
-        value = click.prompt(
-            f"{what} key passphrase", hide_input=True, confirmation_prompt=confirm
+        value = ask_secret(
+            f"{what} key passphrase",
+            needed_for=f"the {what} key passphrase is needed",
+            hint=f"give --pass-source FILE or set {PASS_ENV}",
+            confirm=confirm,
         ).encode()
     if not value:
         raise UsageError("the CA key passphrase is empty")
@@ -61,13 +85,14 @@ def _open_signing(
     ca_dir: pathlib.Path, pass_source: pathlib.Path | None, key_uri: str | None
 ) -> CertificateAuthority:
     """Open the CA with its key: from a token when ``key_uri`` is given, else the key file."""
+    CAStore(ca_dir).config()  # a missing or pending CA is said before asking for a passphrase
     if key_uri is None:
         return CertificateAuthority.open(ca_dir, passphrase=ca_passphrase(pass_source))
     from caducee.keys.open import open_key
     from caducee.pki.signer import SigningKeyCASigner
 
     def prompt(what: str) -> str:
-        return str(click.prompt(f"PIN for {what}", hide_input=True))
+        return card_pin_prompt(what, hint="set CADUCEE_PIN or add pin-source=FILE to --key-uri")
 
     key = open_key(key_uri, pin_callback=prompt)
     _opened_cards.append(key.card)
@@ -82,21 +107,53 @@ def _close_cards() -> None:
         _opened_cards.pop().close()
 
 
-@contextlib.contextmanager
-def _publisher(ca: CertificateAuthority, url: str | None) -> Iterator[None]:
-    """While issuing or revoking, keep the directory at ``url`` in step."""
-    if url is None:
-        yield
+def _check_out(path: pathlib.Path | None, option: str = "--out") -> None:
+    """Refuse an output file that cannot be written, before anything is signed or recorded."""
+    if path is None:
         return
-    from caducee.directory.federation import open_directory
-    from caducee.pki.publish import DirectoryPublisher
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a directory")
+    parent = path.parent
+    if not parent.is_dir():
+        raise UsageError(f"{option} {path}: no directory {parent}")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"{option} {path}: not writable")
 
-    with open_directory(url) as directory:
-        ca.listeners.append(DirectoryPublisher(directory))
-        try:
-            yield
-        finally:
-            ca.listeners.pop()
+
+def _publish_options(fn: Any) -> Any:
+    """--publish URL and the directory credentials, named as in 'caducee directory'."""
+    for option in reversed([
+        click.option("--bind-dn", help="LDAP: DN to bind as for --publish."),
+        click.option(
+            "--password-file", type=click.Path(dir_okay=False),
+            help="LDAP: file holding the bind password.",
+        ),
+        click.option(
+            "--token-file", type=click.Path(dir_okay=False),
+            help="HTTP: file holding the operator token.",
+        ),
+        click.option(
+            "--timeout", type=float, default=5.0, show_default=True,
+            help="Seconds before an unreachable directory is an error.",
+        ),
+    ]):  # fmt: skip
+        fn = option(fn)
+    return fn
+
+
+def _open_directory(
+    url: str,
+    bind_dn: str | None,
+    password_file: str | None,
+    token_file: str | None,
+    timeout: float,
+    *,
+    create: bool,
+) -> Any:
+    """Opened as 'caducee directory publish/withdraw' open it (same options, same checks)."""
+    from caducee.cli.directory import _open
+
+    return _open(url, bind_dn, password_file, token_file, timeout, create=create)
 
 
 def _serial(value: str) -> int:
@@ -111,7 +168,11 @@ def _serial(value: str) -> int:
 
 @click.group()
 def group() -> None:
-    """Run an operator's certification authority (init, issue, revoke, crl, list, serve)."""
+    """Run an operator's certification authority.
+
+    init, request/certify/adopt (a CA certified elsewhere), issue, revoke, crl, list, serve,
+    check.
+    """
 
 
 @group.command()
@@ -155,7 +216,10 @@ def init(
     crl_days: int,
     pass_source: pathlib.Path | None,
 ) -> None:
-    """Create a CA: a self-signed root, or with --parent an operator CA under a root."""
+    """Create a CA: a self-signed root, or with --parent an operator CA under a root.
+
+    Every option is checked before anything is created: a refused CA leaves nothing behind.
+    """
     config = CAConfig(
         name=name,
         crl_url=crl_url,
@@ -163,25 +227,32 @@ def init(
         ocsp_url=ocsp_url,
         validity=ValidityPolicy(sig_days, enc_days, crl_days),
     )
+    ca_name(name, organisation, country)
+    if days is not None:
+        check_days("CA validity (--days)", days)
+    CAStore(ca_dir).check_free()
     parent_ca = None
     if parent is not None:
+        CAStore(parent).config()
         parent_pass = ca_passphrase(parent_pass_source, what="parent CA")
         parent_ca = CertificateAuthority.open(parent, passphrase=parent_pass)
+        parent_ca.check_can_certify_ca(ca_name(name, organisation, country))
     passphrase = ca_passphrase(pass_source, confirm=True)
     key = generate_ca_key(key_type)
     if parent_ca is None:
         ca = CertificateAuthority.init_root(
             ca_dir, config, organisation=organisation, country=country, key=key,
-            passphrase=passphrase, days=days or 20 * 365,
+            passphrase=passphrase, days=20 * 365 if days is None else days,
         )  # fmt: skip
     else:
         ca = CertificateAuthority.init_subordinate(
             ca_dir, config, parent_ca, organisation=organisation, country=country, key=key,
-            passphrase=passphrase, days=days or 10 * 365,
+            passphrase=passphrase, days=10 * 365 if days is None else days,
         )  # fmt: skip
     ca.crl()
     kind = "root" if parent_ca is None else f"subordinate of {parent_ca.config.name}"
-    click.echo(f"created {kind} CA {name!r} in {ca_dir} (serial {ca.certificate.serial_number:X})")
+    serial = format_serial(ca.certificate.serial_number)
+    click.echo(f"created {kind} CA {name!r} in {ca_dir} (serial {serial})")
 
 
 @group.command()
@@ -217,6 +288,9 @@ def request(
     config = CAConfig(
         name, crl_url, aia_url, ocsp_url, ValidityPolicy(sig_days, enc_days, crl_days)
     )
+    ca_name(name, organisation, country)
+    _check_out(out)
+    CAStore(ca_dir).check_free()
     csr = CertificateAuthority.request(
         ca_dir, config, key=generate_ca_key(key_type),
         passphrase=ca_passphrase(pass_source, confirm=True),
@@ -235,6 +309,14 @@ def request(
 )  # fmt: skip
 @click.option("--days", type=int, default=10 * 365, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=pathlib.Path), required=True)
+@click.option(
+    "--any-subject", is_flag=True,
+    help="Certify even a request that does not look like a CA's (e.g. a person's).",
+)  # fmt: skip
+@click.option(
+    "--rollover", is_flag=True,
+    help="A new key for a CA name already certified (CA key rollover).",
+)  # fmt: skip
 @pass_option
 @key_uri_option
 def certify(
@@ -244,12 +326,21 @@ def certify(
     out: pathlib.Path,
     pass_source: pathlib.Path | None,
     key_uri: str | None,
+    any_subject: bool = False,
+    rollover: bool = False,
 ) -> None:
-    """As the root: certify an operator CA from its request."""
+    """As the root: certify an operator CA from its request.
+
+    Refused: a request that does not look like a CA's (a CN, and an O or a cA=true request;
+    no e-mail or person's name) unless --any-subject; a key or a CA name already certified
+    (unless --rollover for the name); a path length constraint that forbids another CA level.
+    """
     csr = load_csr(csr_file.read_bytes(), str(csr_file))
+    check_days("CA validity (--days)", days)
+    _check_out(out)
     try:
         ca = _open_signing(ca_dir, pass_source, key_uri)
-        cert = ca.certify_ca_request(csr, days=days)
+        cert = ca.certify_ca_request(csr, days=days, any_subject=any_subject, rollover=rollover)
     finally:
         _close_cards()
     out.write_bytes(
@@ -258,7 +349,8 @@ def certify(
         )
     )
     click.echo(
-        f"certified {cert.subject.rfc4514_string()} (serial {cert.serial_number:X}) -> {out}"
+        f"certified {cert.subject.rfc4514_string()} "
+        f"(serial {format_serial(cert.serial_number)}) -> {out}"
     )
 
 
@@ -300,7 +392,12 @@ def adopt(ca_dir: pathlib.Path, cert_file: pathlib.Path) -> None:
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=pathlib.Path), help="Write the PEM here."
 )
+@click.option(
+    "--reassign-address", is_flag=True,
+    help="Bind --email even though another professional identifier holds a certificate for it.",
+)  # fmt: skip
 @click.option("--publish", "publish_url", metavar="URL", help="Publish to this directory.")
+@_publish_options
 @pass_option
 @key_uri_option
 def issue(
@@ -319,8 +416,17 @@ def issue(
     pass_source: pathlib.Path | None,
     key_uri: str | None,
     publish_url: str | None = None,
+    reassign_address: bool = False,
+    bind_dn: str | None = None,
+    password_file: str | None = None,
+    token_file: str | None = None,
+    timeout: float = 5.0,
 ) -> None:
-    """Issue a signature or encryption certificate from a CSR (and publish it with --publish)."""
+    """Issue a signature or encryption certificate from a CSR (and publish it with --publish).
+
+    The certificate is written (--out, else standard output) before it is published; if
+    publishing fails the message says so and how to publish it later (exit status 6).
+    """
     identity = ProfessionalIdentity(
         given_name=given_name,
         surname=surname,
@@ -330,19 +436,50 @@ def issue(
         organisation=organisation,
         country=country,
     )
+    if days is not None:
+        check_days("certificate validity (--days)", days)
+    _check_out(out)
     csr = load_csr(csr_file.read_bytes(), str(csr_file))
+    directory = None
+    if publish_url is not None:
+        check_publishable(identity)
+        directory = _open_directory(
+            publish_url, bind_dn, password_file, token_file, timeout, create=True
+        )
     try:
-        ca = _open_signing(ca_dir, pass_source, key_uri)
-        with _publisher(ca, publish_url):
-            cert = ca.issue_from_csr(csr, identity, purpose, days=days)
+        try:
+            ca = _open_signing(ca_dir, pass_source, key_uri)
+            cert = ca.issue_from_csr(
+                csr, identity, purpose, days=days, reassign_address=reassign_address
+            )
+        finally:
+            _close_cards()
+        serial = format_serial(cert.serial_number)
+        pem = cert.public_bytes(serialization.Encoding.PEM)
+        if out is not None:
+            out.write_bytes(pem)
+            done = f"{purpose} certificate {serial} issued and written to {out}"
+        else:
+            click.echo(pem.decode(), nl=False)
+            done = f"{purpose} certificate {serial} issued (PEM on standard output)"
+        if directory is None:
+            if out is not None:
+                click.echo(done)
+            return
+        from caducee.pki.publish import DirectoryPublisher
+
+        try:
+            DirectoryPublisher(directory).issued(cert, identity, purpose)
+        except CaduceeError as exc:
+            where = str(out) if out is not None else "FILE (the PEM printed above)"
+            raise PublicationError(
+                f"{done}; publishing to {publish_url} failed: {exc}; publish it with "
+                f"'caducee directory publish -d {publish_url} {where}'"
+            ) from None
+        click.echo(f"{done}; published to {publish_url}", err=out is None)
     finally:
-        _close_cards()
-    pem = cert.public_bytes(serialization.Encoding.PEM)
-    if out is not None:
-        out.write_bytes(pem)
-        click.echo(f"issued {purpose} certificate serial {cert.serial_number:X} -> {out}", err=True)
-    else:
-        click.echo(pem.decode(), nl=False)
+        if directory is not None:
+            directory.close()
 
 
 @group.command()
@@ -352,6 +489,7 @@ def issue(
     "--reason", type=click.Choice(list(REASONS)), default="unspecified", show_default=True
 )
 @click.option("--publish", "publish_url", metavar="URL", help="Withdraw it from this directory.")
+@_publish_options
 @pass_option
 @key_uri_option
 def revoke(
@@ -361,21 +499,61 @@ def revoke(
     pass_source: pathlib.Path | None,
     key_uri: str | None,
     publish_url: str | None = None,
+    bind_dn: str | None = None,
+    password_file: str | None = None,
+    token_file: str | None = None,
+    timeout: float = 5.0,
 ) -> None:
-    """Revoke a certificate (hexadecimal SERIAL) and publish a new CRL at once."""
+    """Revoke a certificate (hexadecimal SERIAL) and publish a new CRL at once.
+
+    With --publish the certificate is then withdrawn from the directory; running the command
+    again on a certificate already revoked only withdraws it (to finish a failed withdrawal).
+    """
     number = _serial(serial)
+    shown = format_serial(number)
+    record = CAStore(ca_dir).get(number)
+    already = record.status == "revoked" and record.reason != "certificateHold"
+    if already and publish_url is None:
+        raise UsageError(f"serial {shown} is already revoked")
+    directory = None
+    if publish_url is not None:
+        directory = _open_directory(
+            publish_url, bind_dn, password_file, token_file, timeout, create=False
+        )
     try:
-        ca = _open_signing(ca_dir, pass_source, key_uri)
-        with _publisher(ca, publish_url):
-            crl = ca.revoke(number, reason)
+        if already:
+            assert record.revocation_time is not None
+            done = f"{shown} was already revoked on {record.revocation_time:%Y-%m-%d %H:%M} UTC"
+            cert = CertificateAuthority.open(ca_dir).issued_certificate(number)
+        else:
+            try:
+                ca = _open_signing(ca_dir, pass_source, key_uri)
+                crl = ca.revoke(number, reason)
+            finally:
+                _close_cards()
+            done = f"revoked {shown} ({reason}); CRL number {_crl_number(crl)} published"
+            cert = ca.issued_certificate(number)
+        if directory is None:
+            click.echo(done)
+            return
+        from caducee.pki.publish import DirectoryPublisher
+
+        try:
+            removed = DirectoryPublisher(directory).revoked(cert, reason)
+        except CaduceeError as exc:
+            raise PublicationError(
+                f"{done}; withdrawing it from {publish_url} failed: {exc}; withdraw it with "
+                f"'caducee directory withdraw -d {publish_url} --serial {shown}' "
+                "(or run this command again)"
+            ) from None
+        note = f"withdrawn from {publish_url}" if removed else f"was not in {publish_url}"
+        click.echo(f"{done}; {note}")
     finally:
-        _close_cards()
-    click.echo(f"revoked {number:X} ({reason}); CRL number {_crl_number(crl)} published")
+        if directory is not None:
+            directory.close()
 
 
 def _crl_number(crl: object) -> str:
-    from cryptography import x509
-
     assert isinstance(crl, x509.CertificateRevocationList)
     try:
         return str(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
@@ -395,6 +573,7 @@ def crl(
     key_uri: str | None,
 ) -> None:
     """Issue a CRL now (run it from a scheduler before nextUpdate)."""
+    _check_out(out)
     try:
         new = _open_signing(ca_dir, pass_source, key_uri).crl()
     finally:
@@ -441,7 +620,7 @@ def list_(ca_dir: pathlib.Path, status: str | None, as_json: bool) -> None:
     help="CA directory to publish (repeatable).",
 )  # fmt: skip
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
 @click.option(
     "--ocsp", is_flag=True, help="Also answer OCSP for CAs with an ocsp_url (needs keys)."
 )
@@ -479,8 +658,9 @@ def serve(
         server = make_server(ca_dirs, host, port, quiet=False, responders=responders)
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
-    click.echo(f"serving {len(server.routes)} paths on {server.url}", err=True)
-    for path in sorted([*server.routes, *server.ocsp]):
+    paths = sorted([*server.routes, *server.ocsp])
+    click.echo(f"serving {len(paths)} paths on {server.url}", err=True)
+    for path in paths:
         click.echo(f"  {server.url}{path}", err=True)
     if scheduler is not None:
         scheduler.start()

@@ -13,6 +13,7 @@ possession of the key (its signature is verified) and supplies the public key (p
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 from collections.abc import Callable
@@ -26,7 +27,15 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
 from caducee.core.capabilities import Capabilities
 from caducee.errors import KeyStoreError, UsageError
-from caducee.pki.errors import CSRError
+from caducee.pki.errors import CSRError, IssuanceRefusedError
+from caducee.pki.names import (
+    UB_COMMON_NAME,
+    UB_ORGANIZATION_NAME,
+    bad_character,
+    check_country,
+    check_days,
+    check_text,
+)
 from caducee.pki.profiles import (
     CA_KEY_USAGE,
     EMAIL_PROTECTION,
@@ -45,6 +54,7 @@ from caducee.pki.signer import (
     sign_crl,
 )
 from caducee.pki.store import CAConfig, CAStore, IssuedRecord
+from caducee.serials import format_serial
 
 #: CLI/API reason names (RFC 5280 CRLReason) -> cryptography flags
 REASONS: dict[str, x509.ReasonFlags] = {
@@ -73,7 +83,7 @@ class CAListener(Protocol):
         self, cert: x509.Certificate, identity: ProfessionalIdentity, purpose: str
     ) -> None: ...
 
-    def revoked(self, cert: x509.Certificate, reason: str) -> None: ...
+    def revoked(self, cert: x509.Certificate, reason: str) -> object: ...
 
 
 def _utcnow() -> dt.datetime:
@@ -92,13 +102,78 @@ def generate_ca_key(kind: str) -> CAPrivateKey:
 
 
 def ca_name(name: str, organisation: str | None = None, country: str | None = None) -> x509.Name:
+    """A CA's subject (``C``, ``O``, ``CN``), every value checked against X.509's bounds."""
     attrs = []
-    if country:
-        attrs.append(x509.NameAttribute(NameOID.COUNTRY_NAME, country.upper()))
-    if organisation:
+    if country is not None:
+        attrs.append(x509.NameAttribute(NameOID.COUNTRY_NAME, check_country(country)))
+    if organisation is not None:
+        check_text("CA organisation", organisation, UB_ORGANIZATION_NAME)
         attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation))
+    check_text("CA name", name, UB_COMMON_NAME)
     attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, name))
     return x509.Name(attrs)
+
+
+#: subject attributes that say "a person", never found in a CA's name
+_PERSON_ATTRIBUTES = {
+    NameOID.EMAIL_ADDRESS: "an e-mail address",
+    NameOID.GIVEN_NAME: "a given name",
+    NameOID.SURNAME: "a surname",
+    NameOID.SERIAL_NUMBER: "a professional identifier (serialNumber)",
+}
+
+
+def check_ca_request(csr: x509.CertificateSigningRequest) -> None:
+    """Refuse a request that is not a CA's: a professional's card request must not become a CA.
+
+    A CA request names no person (no e-mail, given name, surname, serialNumber, no e-mail in
+    a requested subjectAltName) and either asks to be a CA (basicConstraints cA=true, as
+    ``caducee ca request`` writes) or carries an organisation and a common name.
+    """
+    subject = csr.subject
+    for oid, what in _PERSON_ATTRIBUTES.items():
+        if subject.get_attributes_for_oid(oid):
+            raise IssuanceRefusedError(
+                f"the request's subject has {what}: it looks like a professional's request, "
+                "not a CA's (give --any-subject to certify it anyway)"
+            )
+    try:
+        extensions = csr.extensions
+    except ValueError:
+        raise CSRError("the request's extensions cannot be read") from None
+    try:
+        san = extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        if san.get_values_for_type(x509.RFC822Name):
+            raise IssuanceRefusedError(
+                "the request names an e-mail address: it looks like a professional's request, "
+                "not a CA's (give --any-subject to certify it anyway)"
+            )
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        asks_ca = extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        asks_ca = False
+    has_cn = bool(subject.get_attributes_for_oid(NameOID.COMMON_NAME))
+    has_o = bool(subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME))
+    if not has_cn or not (asks_ca or has_o):
+        raise IssuanceRefusedError(
+            f"the request's subject {subject.rfc4514_string()[:80]!r} does not look like a CA "
+            "name (it needs a CN, and an O or a basicConstraints cA=true request; "
+            "give --any-subject to certify it anyway)"
+        )
+
+
+def check_subject_text(subject: x509.Name) -> None:
+    """Every value of a requested subject: no control or invisible characters, none empty."""
+    for attr in subject:
+        value = attr.value if isinstance(attr.value, str) else ""
+        bad = bad_character(value)
+        if bad is not None or (isinstance(attr.value, str) and not value.strip()):
+            raise CSRError(
+                f"the request's subject attribute {attr.oid._name} is empty or contains a "
+                f"control or invisible character ({bad or 'empty'})"
+            )
 
 
 def load_csr(data: bytes, where: str = "CSR") -> x509.CertificateSigningRequest:
@@ -176,9 +251,11 @@ class CertificateAuthority:
 
         Give either ``key`` (stored encrypted with ``passphrase``) or an external ``signer``.
         """
+        check_days("CA validity (--days)", days)
+        subject = ca_name(config.name, organisation, country)
+        CAStore(path).check_free()
         signer, key = _signer_for(key, signer)
         now = now or _utcnow()
-        subject = ca_name(config.name, organisation, country)
         public = check_public_key(signer.public_key(), "CA key")
         builder = _ca_builder(subject, subject, public, now, days, path_length=None)
         builder = builder.add_extension(
@@ -203,12 +280,21 @@ class CertificateAuthority:
         days: int = 10 * 365,
         now: dt.datetime | None = None,
     ) -> CertificateAuthority:
-        """Create an operator CA certified by ``parent`` (the national root)."""
+        """Create an operator CA certified by ``parent`` (the national root).
+
+        The parent's directory is remembered (``parent_dir``): its CRL then tells this CA that
+        it has been revoked, and it stops issuing.
+        """
+        check_days("CA validity (--days)", days)
+        subject = ca_name(config.name, organisation, country)
+        CAStore(path).check_free()
+        if key is not None and passphrase is None:
+            raise UsageError("a passphrase is required to protect the CA key")
         signer, key = _signer_for(key, signer)
         public = check_public_key(signer.public_key(), "CA key")
-        cert = parent.certify_ca(
-            public, ca_name(config.name, organisation, country), days=days, now=now
-        )
+        if config.parent_dir is None:
+            config = dataclasses.replace(config, parent_dir=str(parent.store.path.resolve()))
+        cert = parent.certify_ca(public, subject, days=days, now=now)
         CAStore(path).create(config, cert, [parent.certificate, *parent.chain], key, passphrase)
         return cls(CAStore(path), signer)
 
@@ -228,6 +314,7 @@ class CertificateAuthority:
         Stores the encrypted key and returns the CSR; finish with :meth:`adopt`.
         """
         check_public_key(key.public_key(), "CA key")
+        CAStore(path).check_free()
         csr = (
             x509.CertificateSigningRequestBuilder()
             .subject_name(ca_name(config.name, organisation, country))
@@ -245,17 +332,27 @@ class CertificateAuthority:
         *,
         days: int = 10 * 365,
         now: dt.datetime | None = None,
+        any_subject: bool = False,
+        rollover: bool = False,
     ) -> x509.Certificate:
-        """Sign an operator CA's request (subject as requested: the root operator reviews it)."""
+        """Sign an operator CA's request (subject as requested: the root operator reviews it).
+
+        The request must look like a CA's (:func:`check_ca_request`) unless ``any_subject``:
+        turning a professional's request into a CA is the administrator's explicit decision.
+        """
         if isinstance(csr, bytes):
             csr = load_csr(csr)
+        check_subject_text(csr.subject)
+        if not any_subject:
+            check_ca_request(csr)
         try:
             public_key = csr.public_key()
         except (ValueError, UnsupportedAlgorithm):
             raise CSRError("the request's public key cannot be read") from None
         return self.certify_ca(
-            check_public_key(public_key, "CA key"), csr.subject, days=days, now=now
-        )
+            check_public_key(public_key, "CA key"), csr.subject, days=days, now=now,
+            rollover=rollover,
+        )  # fmt: skip
 
     @classmethod
     def adopt(
@@ -338,6 +435,123 @@ class CertificateAuthority:
             self.certificate.not_valid_before_utc <= now <= self.certificate.not_valid_after_utc
         ):
             raise UsageError(f"the CA certificate of {self.config.name} is not valid now")
+        self._check_not_revoked()
+
+    def _check_not_revoked(self) -> None:
+        """Refuse to sign when the parent CA, run on this machine, has revoked this CA.
+
+        Only the parent's own CRL file is read (``parent_dir``), verified with the parent's
+        key; a CA whose parent runs elsewhere cannot know and is not checked here.
+        """
+        if self.config.parent_dir is None or not self.chain:
+            return
+        try:
+            crl = CAStore(self.config.parent_dir).latest_crl()
+        except (OSError, ValueError):
+            return
+        if crl is None or crl.issuer != self.certificate.issuer:
+            return
+        try:
+            if not crl.is_signature_valid(self.chain[0].public_key()):  # type: ignore[arg-type]
+                return
+        except (TypeError, ValueError, UnsupportedAlgorithm):
+            return
+        entry = crl.get_revoked_certificate_by_serial_number(self.certificate.serial_number)
+        if entry is not None:
+            raise IssuanceRefusedError(
+                f"the CA certificate of {self.config.name} was revoked by its parent on "
+                f"{entry.revocation_date_utc:%Y-%m-%d %H:%M} UTC: this CA can no longer issue"
+            )
+
+    def _check_key_unused(
+        self, key: PublicKey, purpose: str, identity: ProfessionalIdentity | None
+    ) -> None:
+        """One key, one identity, one purpose: refuse a key this CA has already certified.
+
+        The only exception is a renewal: the same key again for the same professional
+        identifier, the same address and the same purpose, unless that key was revoked as
+        compromised.
+        """
+        if any(_same_key(key, c.public_key()) for c in [self.certificate, *self.chain]):
+            raise IssuanceRefusedError("the request is for a CA's own key: refused")
+        for r in self.store.records_for_key(key):
+            serial = format_serial(r.serial)
+            if r.reason == "keyCompromise":
+                raise IssuanceRefusedError(
+                    f"this key was revoked as compromised (certificate {serial}): "
+                    "a new key is needed"
+                )
+            renewal = (
+                identity is not None
+                and r.purpose == purpose
+                and r.professional_id == identity.professional_id
+                and r.email == identity.email.lower()
+            )
+            if not renewal:
+                holder = r.email or r.subject
+                raise IssuanceRefusedError(
+                    f"this key is already certified by {self.config.name} for {holder} "
+                    f"({r.purpose}, certificate {serial}); each certificate needs its own key "
+                    "(separate signature and encryption keys, one per person)"
+                )
+
+    def _check_address(self, identity: ProfessionalIdentity, now: dt.datetime) -> None:
+        """Refuse to bind an address another professional holds a live certificate for."""
+        for r in self.store.records_for_email(identity.email):
+            live = r.status == "valid" or r.reason == "certificateHold"
+            if live and r.not_after > now and r.professional_id != identity.professional_id:
+                raise IssuanceRefusedError(
+                    f"{identity.email} belongs to professional {r.professional_id} "
+                    f"(certificate {format_serial(r.serial)}), not {identity.professional_id}; "
+                    "revoke their certificates first, or give --reassign-address "
+                    "(reassign_address=True) to bind it anyway"
+                )
+
+    def check_can_certify_ca(
+        self, subject: x509.Name, *, now: dt.datetime | None = None, rollover: bool = False
+    ) -> None:
+        """Raise now if a sub-CA named ``subject`` would be refused (validity of this CA, its
+        revocation, path length, name already used), before a key is even generated."""
+        now = self._now(now)
+        self._check_ca_valid(now)
+        self._check_path_length()
+        if not rollover:
+            self._check_ca_name(subject, now)
+
+    def _check_path_length(self) -> None:
+        """Refuse a sub-CA that a path length constraint above would make invalid."""
+        for depth, cert in enumerate([self.certificate, *self.chain]):
+            try:
+                bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+            except x509.ExtensionNotFound:
+                continue
+            if bc.path_length is not None and bc.path_length < depth + 1:
+                name = _cn(cert)
+                if depth == 0:
+                    raise IssuanceRefusedError(
+                        f"{name} has path length constraint {bc.path_length}: it may certify "
+                        "professionals only, not another CA"
+                    )
+                raise IssuanceRefusedError(
+                    f"{name}, {depth} level(s) above, has path length constraint "
+                    f"{bc.path_length}: no CA may be certified this far below it"
+                )
+
+    def _check_ca_name(self, subject: x509.Name, now: dt.datetime) -> None:
+        """Two live CAs with one name would publish CRLs under the same issuer name."""
+        for cert in [self.certificate, *self.chain]:
+            if cert.subject == subject:
+                raise IssuanceRefusedError(
+                    f"the CA name {subject.rfc4514_string()!r} is that of {_cn(cert)} itself"
+                )
+        wanted = subject.rfc4514_string()
+        for r in self.store.records(status="valid"):
+            if r.purpose == "ca" and r.subject == wanted and r.not_after > now:
+                raise IssuanceRefusedError(
+                    f"a CA named {wanted!r} is already certified by {self.config.name} "
+                    f"(certificate {format_serial(r.serial)}, until {r.not_after:%Y-%m-%d}); "
+                    "choose another name, or give --rollover for a new key of that CA"
+                )
 
     def _issuer_extensions(self, builder: x509.CertificateBuilder) -> x509.CertificateBuilder:
         ski = self.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
@@ -383,11 +597,23 @@ class CertificateAuthority:
         *,
         days: int = 10 * 365,
         now: dt.datetime | None = None,
+        rollover: bool = False,
     ) -> x509.Certificate:
-        """Sign a subordinate (operator) CA certificate; path length 0: it signs only people."""
+        """Sign a subordinate (operator) CA certificate; path length 0: it signs only people.
+
+        Refused: under a path length constraint that forbids it, for a key this CA already
+        certified, or with the name of a CA it already certified (unless ``rollover``: a new
+        key for the same CA).
+        """
+        check_days("CA validity (--days)", days)
         signer = self.require_signer()
         now = self._now(now)
         self._check_ca_valid(now)
+        self._check_path_length()
+        public_key = check_public_key(public_key, "CA key")
+        self._check_key_unused(public_key, "ca", None)
+        if not rollover:
+            self._check_ca_name(subject, now)
         builder = _ca_builder(
             subject, self.certificate.subject, public_key, now, days, path_length=0
         )
@@ -405,17 +631,27 @@ class CertificateAuthority:
         days: int | None = None,
         now: dt.datetime | None = None,
         capabilities: Capabilities | None = None,
+        reassign_address: bool = False,
     ) -> x509.Certificate:
         """Issue a professional's signature or encryption certificate for ``public_key``.
 
         ``capabilities`` (encryption certificates) puts an RFC 4262 SMIMECapabilities extension
         in it, so that a first correspondent already knows what the card can decrypt.
+
+        Refused (:class:`IssuanceRefusedError`): a key already certified by this CA, except a
+        renewal (same key, same identifier, address and purpose); an address another
+        professional identifier holds a live certificate for, unless ``reassign_address``.
         """
         purpose = Purpose.parse(purpose)
         key = check_public_key(public_key, "subject key")
+        if days is not None:
+            check_days("certificate validity (--days)", days)
         signer = self.require_signer()
         now = self._now(now)
         self._check_ca_valid(now)
+        self._check_key_unused(key, purpose.value, identity)
+        if not reassign_address:
+            self._check_address(identity, now)
         start, end = self.config.validity.window(
             purpose, now, self.certificate.not_valid_after_utc, days
         )
@@ -451,6 +687,7 @@ class CertificateAuthority:
         *,
         days: int | None = None,
         now: dt.datetime | None = None,
+        reassign_address: bool = False,
     ) -> x509.Certificate:
         if isinstance(csr, bytes):
             csr = load_csr(csr)
@@ -458,7 +695,9 @@ class CertificateAuthority:
             public_key = csr.public_key()
         except (ValueError, UnsupportedAlgorithm):
             raise CSRError("the request's public key cannot be read") from None
-        return self.issue(public_key, identity, purpose, days=days, now=now)
+        return self.issue(
+            public_key, identity, purpose, days=days, now=now, reassign_address=reassign_address
+        )
 
     # -- revocation --------------------------------------------------------------------------------
 
@@ -529,6 +768,11 @@ def _signer_for(
         return SoftwareCASigner(key), key
     assert signer is not None
     return signer, None
+
+
+def _cn(cert: x509.Certificate) -> str:
+    values = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(values[0].value) if values else cert.subject.rfc4514_string()
 
 
 def _signer_hash(key: CAPrivateKey) -> hashes.SHA256 | hashes.SHA384:

@@ -127,3 +127,9 @@ class CSRError(UsageError):
 
 class KeyPolicyError(PolicyError):
     """A public key is refused by the CA's key policy (RSA below 2048 bits, unlisted curve)."""
+
+
+class IssuanceRefusedError(PolicyError):
+    """The CA refuses to certify: the key is already certified for another identity or
+    purpose, the address belongs to another professional, a path length or name would be
+    broken, or the CA itself has been revoked."""

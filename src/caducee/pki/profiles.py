@@ -27,6 +27,17 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from caducee.errors import UsageError
 from caducee.pki.errors import KeyPolicyError
+from caducee.pki.names import (
+    UB_COMMON_NAME,
+    UB_EMAIL,
+    UB_NAME,
+    UB_ORGANIZATION_NAME,
+    UB_TITLE,
+    bad_character,
+    check_country,
+    check_days,
+    check_text,
+)
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
@@ -67,6 +78,22 @@ class ProfessionalIdentity:
     def __post_init__(self) -> None:
         if not self.given_name.strip() or not self.surname.strip():
             raise UsageError("a professional identity needs a given name and a surname")
+        check_text("given name", self.given_name, UB_NAME)
+        check_text("surname", self.surname, UB_NAME)
+        if len(self.common_name) > UB_COMMON_NAME:
+            raise UsageError(
+                f"common name {self.common_name[:40]!r}... (given name and surname) is "
+                f"{len(self.common_name)} characters long; X.509 allows at most {UB_COMMON_NAME}"
+            )
+        if self.profession is not None:
+            check_text("profession", self.profession, UB_TITLE)
+        if self.organisation is not None:
+            check_text("organisation", self.organisation, UB_ORGANIZATION_NAME)
+        bad = bad_character(self.email)
+        if bad is not None or any(c.isspace() for c in self.email):
+            raise UsageError(f"e-mail address {self.email[:60]!r} contains spaces or controls")
+        if len(self.email) > UB_EMAIL:
+            raise UsageError(f"e-mail address is longer than {UB_EMAIL} characters")
         pid = self.professional_id
         if len(pid) != PROFESSIONAL_ID_DIGITS or not pid.isascii() or not pid.isdigit():
             raise UsageError(
@@ -74,10 +101,18 @@ class ProfessionalIdentity:
                 f"{PROFESSIONAL_ID_DIGITS} digits (RPPS-style)"
             )
         local, sep, domain = self.email.partition("@")
-        if not sep or not local or "." not in domain or not self.email.isascii():
+        if (
+            not sep
+            or not local
+            or "." not in domain
+            or "@" in domain
+            or domain.startswith(".")
+            or domain.endswith(".")
+            or not self.email.isascii()
+        ):
             raise UsageError(f"{self.email!r} is not an ASCII e-mail address")
-        if self.country is not None and (len(self.country) != 2 or not self.country.isalpha()):
-            raise UsageError(f"country {self.country!r} must be a two-letter ISO 3166 code")
+        if self.country is not None:
+            check_country(self.country)
 
     @property
     def common_name(self) -> str:
@@ -209,12 +244,19 @@ class ValidityPolicy:
     encryption_days: int = 3 * 365
     crl_days: int = 7
 
+    def __post_init__(self) -> None:
+        check_days("signature certificate validity (--sig-days)", self.signature_days)
+        check_days("encryption certificate validity (--enc-days)", self.encryption_days)
+        check_days("CRL lifetime (--crl-days)", self.crl_days)
+
     def days_for(self, purpose: Purpose) -> int:
         return self.signature_days if purpose is Purpose.SIGNATURE else self.encryption_days
 
     def window(
         self, purpose: Purpose, now: dt.datetime, ca_not_after: dt.datetime, days: int | None
     ) -> tuple[dt.datetime, dt.datetime]:
+        if days is not None:
+            check_days("certificate validity (--days)", days)
         start = now.replace(microsecond=0) - dt.timedelta(minutes=5)  # tolerate clock skew
         end = start + dt.timedelta(days=days if days is not None else self.days_for(purpose))
         return start, min(end, ca_not_after)

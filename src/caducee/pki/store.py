@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import os
 import pathlib
@@ -30,8 +31,10 @@ from cryptography.hazmat.primitives import serialization
 from caducee.certfiles import load_certificates
 from caducee.errors import ConfigError, KeyStoreError, UsageError
 from caducee.keys.software import load_private_key
+from caducee.pki.names import UB_COMMON_NAME, check_http_url, check_text
 from caducee.pki.profiles import ValidityPolicy
 from caducee.pki.signer import CAPrivateKey
+from caducee.serials import format_serial
 
 CONFIG = "ca.json"
 CERT = "ca.pem"
@@ -52,6 +55,17 @@ class CAConfig:
     ocsp_url: str | None = None
     validity: ValidityPolicy = dataclasses.field(default_factory=ValidityPolicy)
     key_on_token: bool = False
+    #: directory of the parent CA when it runs on this machine (``ca init --parent``): its CRL
+    #: tells this CA whether it has itself been revoked
+    parent_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        check_text("CA name", self.name, UB_COMMON_NAME)
+        check_http_url("CRL URL", self.crl_url)
+        if self.aia_url is not None:
+            check_http_url("AIA URL", self.aia_url)
+        if self.ocsp_url is not None:
+            check_http_url("OCSP URL", self.ocsp_url)
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
@@ -63,7 +77,7 @@ class CAConfig:
             data = json.loads(text)
             data["validity"] = ValidityPolicy(**data.get("validity", {}))
             return cls(**data)
-        except (ValueError, TypeError, AttributeError) as exc:
+        except (ValueError, TypeError, AttributeError, UsageError) as exc:
             raise ConfigError(f"{where}: invalid CA configuration ({exc})") from None
 
 
@@ -82,7 +96,15 @@ class IssuedRecord:
 
     @property
     def serial_hex(self) -> str:
-        return format(self.serial, "X")
+        return format_serial(self.serial)
+
+
+def key_id(public_key: object) -> str:
+    """SHA-256 of the SubjectPublicKeyInfo: how the index finds every certificate of one key."""
+    spki = public_key.public_bytes(  # type: ignore[attr-defined]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).hexdigest()
 
 
 _SCHEMA = """
@@ -101,8 +123,22 @@ CREATE TABLE IF NOT EXISTS certs (
 );
 CREATE INDEX IF NOT EXISTS certs_email ON certs(email);
 CREATE INDEX IF NOT EXISTS certs_status ON certs(status);
+CREATE TABLE IF NOT EXISTS keys (key_id TEXT NOT NULL, serial TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS keys_key_id ON keys(key_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Index files made before the ``keys`` table: add it, filled from the stored certificates."""
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "certs" not in tables or "keys" in tables:
+        return
+    db.execute("CREATE TABLE keys (key_id TEXT NOT NULL, serial TEXT NOT NULL)")
+    db.execute("CREATE INDEX keys_key_id ON keys(key_id)")
+    for serial, der in db.execute("SELECT serial, der FROM certs").fetchall():
+        cert = x509.load_der_x509_certificate(bytes(der))
+        db.execute("INSERT INTO keys VALUES (?, ?)", (key_id(cert.public_key()), serial))
 
 
 def _ts(value: str | None) -> dt.datetime | None:
@@ -129,6 +165,21 @@ class CAStore:
         self.path = pathlib.Path(path)
 
     # -- creation ----------------------------------------------------------------------------------
+
+    def check_free(self, *, pending_ok: bool = False) -> None:
+        """Refuse before anything is signed or written if a CA (or a request) is already here,
+        or if the directory cannot be created."""
+        if (self.path / CONFIG).exists():
+            raise UsageError(f"{self.path}: a CA already exists here")
+        if not pending_ok and (self.path / PENDING).exists():
+            raise UsageError(
+                f"{self.path}: a CA request is pending here (finish it with 'caducee ca adopt')"
+            )
+        if self.path.exists() and not self.path.is_dir():
+            raise UsageError(f"{self.path}: exists and is not a directory")
+        parent = next((p for p in self.path.absolute().parents if p.exists()), None)
+        if not self.path.exists() and (parent is None or not os.access(parent, os.W_OK)):
+            raise UsageError(f"{self.path}: cannot create the CA directory here")
 
     def create(
         self,
@@ -193,8 +244,16 @@ class CAStore:
         return (self.path / CONFIG).is_file()
 
     def _require(self) -> None:
-        if not self.exists():
-            raise ConfigError(f"{self.path}: no CA here (run 'caducee ca init' first)")
+        if self.exists():
+            return
+        if (self.path / PENDING).is_file():
+            raise ConfigError(
+                f"{self.path}: no CA here yet, only a request waiting for its certificate; "
+                f"install it with 'caducee ca adopt --ca {self.path} --cert FILE'"
+            )
+        if not self.path.is_dir():
+            raise ConfigError(f"{self.path}: no such CA directory (run 'caducee ca init' first)")
+        raise ConfigError(f"{self.path}: no CA here (run 'caducee ca init' first)")
 
     def config(self) -> CAConfig:
         self._require()
@@ -209,6 +268,7 @@ class CAStore:
         return load_certificates(data, str(self.path / CHAIN)) if data.strip() else []
 
     def load_key(self, passphrase: bytes | None) -> CAPrivateKey:
+        self._require()
         path = self.path / KEY
         if not path.exists():
             raise KeyStoreError(f"{path}: no CA key file (is the key on a token?)")
@@ -226,6 +286,7 @@ class CAStore:
         db = sqlite3.connect(self.path / INDEX, timeout=10)
         try:
             with db:  # one transaction
+                _upgrade(db)
                 yield db
         finally:
             db.close()
@@ -248,15 +309,34 @@ class CAStore:
                     cert.public_bytes(serialization.Encoding.DER),
                 ),
             )
+            db.execute(
+                "INSERT INTO keys (key_id, serial) VALUES (?, ?)",
+                (key_id(cert.public_key()), format(cert.serial_number, "X")),
+            )
+
+    def records_for_key(self, public_key: object) -> list[IssuedRecord]:
+        """Every certificate this CA issued for ``public_key`` (any purpose, any status)."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT serial FROM keys WHERE key_id = ?", (key_id(public_key),)
+            ).fetchall()
+        return [r for row in rows for r in self.records(serial=int(row[0], 16))]
+
+    def records_for_email(self, email: str) -> list[IssuedRecord]:
+        """Every certificate this CA issued for ``email`` (compared in lower case)."""
+        return self.records(email=email.lower())
 
     def mark_revoked(self, serial: int, when: dt.datetime, reason: str) -> IssuedRecord:
         key = format(serial, "X")
         with self._db() as db:
             row = db.execute("SELECT status, reason FROM certs WHERE serial = ?", (key,)).fetchone()
             if row is None:
-                raise UsageError(f"serial {key}: no certificate with this serial in {self.path}")
+                raise UsageError(
+                    f"serial {format_serial(serial)}: no certificate with this serial "
+                    f"in {self.path}"
+                )
             if row[0] == "revoked" and row[1] != "certificateHold":  # a hold may become final
-                raise UsageError(f"serial {key} is already revoked")
+                raise UsageError(f"serial {format_serial(serial)} is already revoked")
             db.execute(
                 "UPDATE certs SET status='revoked', revocation_time=?, reason=? WHERE serial=?",
                 (when.isoformat(), reason, key),
@@ -266,7 +346,9 @@ class CAStore:
     def get(self, serial: int) -> IssuedRecord:
         records = self.records(serial=serial)
         if not records:
-            raise UsageError(f"serial {serial:X}: no certificate with this serial in {self.path}")
+            raise UsageError(
+                f"serial {format_serial(serial)}: no certificate with this serial in {self.path}"
+            )
         return records[0]
 
     def certificate_der(self, serial: int) -> bytes:
@@ -275,11 +357,13 @@ class CAStore:
                 "SELECT der FROM certs WHERE serial=?", (format(serial, "X"),)
             ).fetchone()
         if row is None:
-            raise UsageError(f"serial {serial:X}: no certificate with this serial in {self.path}")
+            raise UsageError(
+                f"serial {format_serial(serial)}: no certificate with this serial in {self.path}"
+            )
         return bytes(row[0])
 
     def records(
-        self, *, status: str | None = None, serial: int | None = None
+        self, *, status: str | None = None, serial: int | None = None, email: str | None = None
     ) -> list[IssuedRecord]:
         """Issued certificates, oldest first, optionally only one status or one serial."""
         self._require()
@@ -288,8 +372,8 @@ class CAStore:
                 "SELECT serial, subject, email, professional_id, purpose, not_before, not_after,"
                 " status, revocation_time, reason FROM certs"
                 " WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR serial = ?2)"
-                " ORDER BY not_before",
-                (status, None if serial is None else format(serial, "X")),
+                " AND (?3 IS NULL OR email = ?3) ORDER BY not_before",
+                (status, None if serial is None else format(serial, "X"), email),
             ).fetchall()
         return [
             IssuedRecord(

@@ -68,6 +68,7 @@ from caducee.pki.profiles import (
     required_key_usage,
 )
 from caducee.pki.trust import TrustStore
+from caducee.serials import format_serial
 
 _REQUIRED = CertRevTrustPolicy(
     RevocationCheckingPolicy(
@@ -113,7 +114,7 @@ def _subject(cert: x509.Certificate) -> str:
     if cns:
         name = str(cns[0].value)
         return f"{name} ({ids[0].value!s})" if ids else name
-    return cert.subject.rfc4514_string() or f"serial {cert.serial_number:X}"
+    return cert.subject.rfc4514_string() or f"serial {format_serial(cert.serial_number)}"
 
 
 def _reason_name(entry: x509.RevokedCertificate) -> str:
@@ -156,7 +157,9 @@ def check_usage(cert: x509.Certificate, purpose: Purpose) -> None:
 
 
 def _check_times(path: Sequence[x509.Certificate], at: dt.datetime) -> None:
-    for cert in path:
+    """``path`` from the anchor down; the end entity is judged first, so an expiry names it
+    rather than a CA that expires at the same moment or before."""
+    for cert in reversed(path):
         if at < cert.not_valid_before_utc:
             raise ExpiredError(_subject(cert), not_before=cert.not_valid_before_utc, at=at)
         if at > cert.not_valid_after_utc:
