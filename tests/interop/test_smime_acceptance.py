@@ -275,3 +275,30 @@ def test_help_names_files_out_and_the_pin_variable() -> None:
     decrypt = smime("decrypt", "--help").out.decode()
     for option in ("--CAfile", "--trust", "--crl", "--noverify", "CADUCEE_PIN"):
         assert option in decrypt
+
+
+# -- raw output of binary content ------------------------------------------------------------
+
+
+def test_binary_content_is_signed_and_encrypted_as_it_is(f, openssl) -> None:  # type: ignore[no-untyped-def]
+    """--outform der --binary keeps a PDF's bytes (LF bytes inside must not become CRLF); the
+    peer reads it back byte for byte with -binary."""
+    pdf = b"%PDF-1.7\n" + bytes(range(256)) * 40 + b"\n%%EOF\n"
+    content = pathlib.Path(f["dir"]) / "result.pdf"
+    content.write_bytes(pdf)
+    sig = pathlib.Path(f["dir"]) / "result.p7s"
+    done = smime("sign", "--in", str(content), "--inkey", f["alice-sig.key"],
+                 "--signer", f["alice-sig.pem"], "--outform", "der", "--binary",
+                 "--out", str(sig))  # fmt: skip
+    assert done.rc == 0, done.err
+    run([openssl, "cms", "-verify", "-binary", "-inform", "DER", "-in", str(sig),
+         "-content", str(content), "-CAfile", f["ca.pem"], "-out", "/dev/null"])  # fmt: skip
+    enc = pathlib.Path(f["dir"]) / "result.p7m"
+    done = smime("encrypt", "--in", str(content), "--recip", f["bob-enc.pem"],
+                 "--outform", "der", "--binary", "--out", str(enc))  # fmt: skip
+    assert done.rc == 0, done.err
+    back = run([openssl, "cms", "-decrypt", "-binary", "-inform", "DER", "-in", str(enc),
+                "-inkey", f["bob-enc.key"], "-recip", f["bob-enc.pem"]])  # fmt: skip
+    assert back == pdf
+    refused = smime("encrypt", "--in", str(content), "--recip", f["bob-enc.pem"], "--binary")
+    assert refused.rc == 2 and "--binary goes with --outform der or pem" in refused.err

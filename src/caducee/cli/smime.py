@@ -73,6 +73,11 @@ def _read(path: str) -> bytes:
     return sys.stdin.buffer.read() if path == "-" else read_file(path, "input")
 
 
+def _check_binary(binary: bool, outform: str) -> None:
+    if binary and outform == "smime":
+        raise UsageError("--binary goes with --outform der or pem (S/MIME output is MIME text)")
+
+
 def _check_out(out: str | None, in_: str | None, force: bool) -> None:
     """Refuse, before any work (or PIN prompt), an --out that would lose data or cannot be
     written: the input itself, an existing file without --force, a missing directory."""
@@ -228,6 +233,11 @@ def _der_out(der: bytes, outform: str) -> bytes:
 @click.option("--nodetach", is_flag=True, help="Same as --opaque (openssl's name).")
 @click.option("--outform", type=FORMATS, default="smime", show_default=True)
 @click.option(
+    "--binary", is_flag=True,
+    help="With --outform der|pem: take the input as it is (no CRLF line endings), as openssl's "
+    "-binary; for binary content such as a PDF.",
+)  # fmt: skip
+@click.option(
     "--text", is_flag=True,
     help="Input is plain text without MIME headers: wrap it as text/plain first.",
 )  # fmt: skip
@@ -242,6 +252,7 @@ def sign(**o: Any) -> None:
     The input must be a MIME message or entity (with headers); give --text for plain text.
     """
     _check_out(o["out"], o["in_"], o["force"])
+    _check_binary(o["binary"], o["outform"])
     signer, chain, capabilities = load_signer(o["inkey"], o["signer_cert"], o["passin"])
     where = o["signer_cert"] or (
         "the card's certificate" if o["inkey"].startswith("pkcs11:") else o["inkey"]
@@ -257,7 +268,7 @@ def sign(**o: Any) -> None:
     now = smime.now()
     if o["outform"] != "smime":
         der = sign_data(
-            to_crlf(data),
+            data if o["binary"] else to_crlf(data),
             signer,
             signing_time=now,
             digest=digest,
@@ -546,6 +557,11 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 )
 @click.option("--outform", type=FORMATS, default="smime", show_default=True)
 @click.option(
+    "--binary", is_flag=True,
+    help="With --outform der|pem: take the input as it is (no CRLF line endings), as openssl's "
+    "-binary; for binary content such as a PDF.",
+)  # fmt: skip
+@click.option(
     "--text", is_flag=True,
     help="Input is plain text without MIME headers: wrap it as text/plain first.",
 )  # fmt: skip
@@ -561,6 +577,7 @@ def encrypt(certs: tuple[str, ...], **o: Any) -> None:
     message or entity (with headers); give --text for plain text.
     """
     _check_out(o["out"], o["in_"], o["force"])
+    _check_binary(o["binary"], o["outform"])
     paths = [*o["recip"], *certs]
     if not paths:
         raise UsageError("give at least one recipient certificate (--recip CERT)")
@@ -580,7 +597,8 @@ def encrypt(certs: tuple[str, ...], **o: Any) -> None:
     if o["text"] or o["outform"] == "smime":
         data = _mime_input(data, o["in_"], o["text"])
     if o["outform"] != "smime":
-        der = encrypt_data(to_crlf(data), recipients, random=os.urandom, cipher=choice.cipher)
+        content = data if o["binary"] else to_crlf(data)
+        der = encrypt_data(content, recipients, random=os.urandom, cipher=choice.cipher)
         _write(o["out"], _der_out(der, o["outform"]))
         return
     if _is_message(data) and not o["entity"]:
