@@ -196,3 +196,20 @@ def test_cli_fetch_names_the_missing_maildir(tmp_path: pathlib.Path, pki: TestPK
     assert done.stderr == f"caducee: error: no Maildir at {typo}: it does not exist\n"
     assert "renumbered" not in done.stderr + done.stdout
     assert not typo.parent.exists()
+
+
+def test_the_agent_loop_waits_on_every_source(tmp_path: pathlib.Path) -> None:
+    """`caducee agent` with two accounts: mail arriving on the second one ends the wait (it
+    used to wait on the first source only, until the next interval)."""
+    import types
+
+    from caducee.cli.mail import _wait
+
+    first, second = ensure_maildir(tmp_path / "a"), ensure_maildir(tmp_path / "b")
+    agent = types.SimpleNamespace(sources={"a": MaildirSource(first), "b": MaildirSource(second)})
+    for source in agent.sources.values():
+        assert list(source.fetch_new(None)) == []
+    stop = threading.Event()
+    assert _wait(agent, 0.5, stop) is False
+    deliver(second, message("on the second account"))
+    assert _wait(agent, 30, stop) is True

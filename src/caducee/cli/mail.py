@@ -431,21 +431,28 @@ def agent(config_path: pathlib.Path | None, once: bool, interval: float | None) 
     click.echo("agent stopped", err=True)
 
 
-def _wait(mail_agent: Any, seconds: float, stop: threading.Event) -> None:
-    """IDLE on the first source in short slices so a signal is noticed quickly."""
+def _wait(mail_agent: Any, seconds: float, stop: threading.Event) -> bool:
+    """Wait until a source may have new mail (True), up to ``seconds`` or a stop (False).
 
+    Each source in turn waits for a short slice (IMAP IDLE, or a look at a Maildir), so mail
+    on any source is noticed within seconds and a signal is noticed quickly."""
     sources = list(mail_agent.sources.values())
     remaining = seconds
+    turn = 0
     while remaining > 0 and not stop.is_set():
-        step = min(remaining, 5.0)
-        try:
-            if sources and sources[0].wait_for_new(step):
-                return
-            if not sources:
-                stop.wait(step)
-        except CaduceeError:
+        step = min(remaining, 5.0 / max(1, len(sources)))
+        if not sources:
             stop.wait(step)
+        else:
+            source = sources[turn % len(sources)]
+            turn += 1
+            try:
+                if source.wait_for_new(step):
+                    return True
+            except CaduceeError:
+                stop.wait(step)
         remaining -= step
+    return False
 
 
 @click.command("outbox", cls=MailCommand)
