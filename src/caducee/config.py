@@ -157,14 +157,9 @@ _SERVER_KEYS = ("host", "port", "security", "username", "password_file", "timeou
 _IMAP_KEYS = (*_SERVER_KEYS, "name", "mailbox")
 _MAILDIR_KEYS = ("name", "path")
 #: ``[directory]`` and ``[[directory.operators]]``, as read by caducee.directory.federation.
-_DIRECTORY_KEYS = ("operators", "ttl", "max_stale", "timeout")
-_OPERATOR_KEYS = (
-    "name", "url", "timeout", "base_dn", "bind_dn", "password", "password_file", "token",
-    "token_file", "ca_file",
-)  # fmt: skip
 
 
-def _did_you_mean(key: str, known: Collection[str]) -> str:
+def did_you_mean(key: str, known: Collection[str]) -> str:
     close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
     if close:
         return f" (did you mean '{close[0]}'?)"
@@ -186,7 +181,7 @@ class _Table:
         """Refuse keys this table does not define: a typo must not silently keep a default."""
         for key in self.data:
             if key not in known:
-                raise ConfigError(f"{self.where}: unknown key '{key}'{_did_you_mean(key, known)}")
+                raise ConfigError(f"{self.where}: unknown key '{key}'{did_you_mean(key, known)}")
 
     def text(self, key: str, default: str | None = None, required: bool = False) -> str | None:
         value = self.data.get(key, default)
@@ -364,10 +359,12 @@ def parse_config(data: Mapping[str, Any], path: pathlib.Path | None) -> Config:
         poll_interval=p.number("poll_interval", 60.0),
         fetch_workers=p.count_or_auto("fetch_workers"),
     )
+    from caducee.directory.federation import CONFIG_KEYS, OPERATOR_KEYS  # one list of keys
+
     directory = root.table("directory")
-    directory.only(_DIRECTORY_KEYS)
+    directory.only(CONFIG_KEYS)
     for op in directory.tables("operators"):
-        op.only(_OPERATOR_KEYS)
+        op.only(OPERATOR_KEYS)
     data_dir = root.path("data_dir") or default_data_dir()
     return Config(
         path=path,

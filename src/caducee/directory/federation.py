@@ -234,11 +234,11 @@ OPERATOR_KEYS = (
 
 def _only(table: Mapping[str, Any], known: Sequence[str], where: str) -> None:
     """Refuse unknown keys by name: a typo ("ttll") must not silently keep a default."""
-    from caducee.config import _did_you_mean
+    from caducee.config import did_you_mean
 
     for key in table:
         if key not in known:
-            raise ConfigError(f"{where}: unknown key '{key}'{_did_you_mean(str(key), known)}")
+            raise ConfigError(f"{where}: unknown key '{key}'{did_you_mean(str(key), known)}")
 
 
 def _number(table: Mapping[str, Any], key: str, default: float, where: str) -> float:
