@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from caducee.mail.api import MailboxRenumberedError
-from caducee.mail.maildir import MaildirError, MaildirSource, deliver, uid_key
+from caducee.mail.maildir import MaildirError, MaildirSource, deliver, ensure_maildir, uid_key
 from tests.mail.conftest import message
 
 
@@ -107,6 +107,10 @@ def test_wait_for_new(tmp_path: pathlib.Path) -> None:
 
 def test_uidvalidity_is_persistent_and_checked(tmp_path: pathlib.Path) -> None:
     box = tmp_path / "Maildir"
+    with pytest.raises(MaildirError, match="no Maildir at"):
+        MaildirSource(box).uidvalidity  # noqa: B018 - the property is what is tested
+    assert not box.exists()  # asking never creates it
+    ensure_maildir(box)
     first = MaildirSource(box).uidvalidity
     assert MaildirSource(box).uidvalidity == first
     with pytest.raises(MailboxRenumberedError, match="UIDVALIDITY changed"):

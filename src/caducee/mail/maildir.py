@@ -161,10 +161,10 @@ class MaildirSource:
     def uidvalidity(self) -> int:
         """Created once per Maildir; changes only if the Maildir is recreated.
 
-        Like the writer, this property creates the Maildir if it is missing (the owner's view);
-        reading (:meth:`fetch_new`, :meth:`wait_for_new`) never does, see :meth:`check`.
+        A missing Maildir is an error (:meth:`check`), as for reading: only a writer
+        (:func:`deliver`, :func:`ensure_maildir`) creates one.
         """
-        ensure_maildir(self.path)
+        self.check()
         marker = self.path / _VALIDITY
         try:
             fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
