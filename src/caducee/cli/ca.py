@@ -6,6 +6,7 @@ variable ``CADUCEE_CA_PASS``, else an interactive hidden prompt. It is never ech
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import pathlib
@@ -29,7 +30,7 @@ from caducee.pki.ca import (
 from caducee.pki.names import check_days
 from caducee.pki.profiles import ProfessionalIdentity, ValidityPolicy
 from caducee.pki.publish import PublicationError, check_publishable
-from caducee.pki.store import CAConfig, CAStore
+from caducee.pki.store import CAConfig, CAStore, release_refusal
 from caducee.serials import format_serial
 
 PASS_ENV = "CADUCEE_CA_PASS"  # noqa: S105 - a variable name, not a secret
@@ -53,7 +54,13 @@ pass_option = click.option(
 )
 
 
-def ca_passphrase(source: pathlib.Path | None, *, confirm: bool = False, what: str = "CA") -> bytes:
+def ca_passphrase(
+    source: pathlib.Path | None,
+    *,
+    confirm: bool = False,
+    what: str = "CA",
+    hint: str = f"give --pass-source FILE or set {PASS_ENV}",
+) -> bytes:
     if source is not None:
         try:
             mode = source.stat().st_mode
@@ -73,11 +80,11 @@ def ca_passphrase(source: pathlib.Path | None, *, confirm: bool = False, what: s
         value = ask_secret(
             f"{what} key passphrase",
             needed_for=f"the {what} key passphrase is needed",
-            hint=f"give --pass-source FILE or set {PASS_ENV}",
+            hint=hint,
             confirm=confirm,
         ).encode()
     if not value:
-        raise UsageError("the CA key passphrase is empty")
+        raise UsageError(f"the {what} key passphrase is empty")
     return value
 
 
@@ -170,8 +177,8 @@ def _serial(value: str) -> int:
 def group() -> None:
     """Run an operator's certification authority.
 
-    init, request/certify/adopt (a CA certified elsewhere), issue, revoke, crl, list, serve,
-    check.
+    init, request/certify/adopt (a CA certified elsewhere), issue, revoke, release (a hold),
+    crl, list, serve, check.
     """
 
 
@@ -512,8 +519,16 @@ def revoke(
     number = _serial(serial)
     shown = format_serial(number)
     record = CAStore(ca_dir).get(number)
-    already = record.status == "revoked" and record.reason != "certificateHold"
+    on_hold = record.status == "revoked" and record.reason == "certificateHold"
+    # a hold may become final; holding it again would only move its date
+    already = record.status == "revoked" and (not on_hold or reason == "certificateHold")
     if already and publish_url is None:
+        if on_hold:
+            assert record.revocation_time is not None
+            raise UsageError(
+                f"serial {shown} is already on hold since "
+                f"{record.revocation_time:%Y-%m-%d %H:%M} UTC"
+            )
         raise UsageError(f"serial {shown} is already revoked")
     directory = None
     if publish_url is not None:
@@ -528,7 +543,7 @@ def revoke(
         else:
             try:
                 ca = _open_signing(ca_dir, pass_source, key_uri)
-                crl = ca.revoke(number, reason)
+                crl = ca.revoke(number, reason, actor=_actor())
             finally:
                 _close_cards()
             done = f"revoked {shown} ({reason}); CRL number {_crl_number(crl)} published"
@@ -551,6 +566,95 @@ def revoke(
     finally:
         if directory is not None:
             directory.close()
+
+
+@group.command()
+@ca_option
+@click.argument("serial")
+@click.option("--publish", "publish_url", metavar="URL", help="Publish it again in this directory.")
+@_publish_options
+@pass_option
+@key_uri_option
+def release(
+    ca_dir: pathlib.Path,
+    serial: str,
+    pass_source: pathlib.Path | None,
+    key_uri: str | None,
+    publish_url: str | None = None,
+    bind_dn: str | None = None,
+    password_file: str | None = None,
+    token_file: str | None = None,
+    timeout: float = 5.0,
+) -> None:
+    """Release a certificate (hexadecimal SERIAL) from certificateHold; publish a new CRL.
+
+    For a lost card found again. Only a hold can be released: any other revocation is final.
+    The new CRL no longer lists the certificate. With --publish it is then published again in
+    the directory; running the command again on a certificate already released only
+    publishes it (to finish a failed publication).
+    """
+    number = _serial(serial)
+    shown = format_serial(number)
+    store = CAStore(ca_dir)
+    record = store.get(number)
+    events = store.history(number)
+    redo = (
+        record.status == "valid"
+        and publish_url is not None
+        and bool(events)
+        and events[-1].action == "released"
+    )
+    if not redo:
+        refusal = release_refusal(number, record.status, record.reason, record.revocation_time)
+        if refusal is not None:
+            raise UsageError(refusal)
+    directory = None
+    if publish_url is not None:
+        if record.purpose == "ca":
+            raise UsageError(
+                f"serial {shown} is a CA certificate: the directory holds professionals' "
+                "certificates only (drop --publish)"
+            )
+        cert = CertificateAuthority.open(ca_dir).issued_certificate(number)
+        identity = ProfessionalIdentity.from_certificate(cert)
+        check_publishable(identity)
+        directory = _open_directory(
+            publish_url, bind_dn, password_file, token_file, timeout, create=True
+        )
+    try:
+        if redo:
+            done = f"{shown} was already released on {events[-1].time:%Y-%m-%d %H:%M} UTC"
+        else:
+            try:
+                ca = _open_signing(ca_dir, pass_source, key_uri)
+                crl = ca.release(number, actor=_actor())
+            finally:
+                _close_cards()
+            done = f"released {shown} from hold; CRL number {_crl_number(crl)} published"
+        if directory is None:
+            click.echo(done)
+            return
+        from caducee.pki.publish import DirectoryPublisher
+
+        try:
+            DirectoryPublisher(directory).issued(cert, identity, record.purpose)
+        except CaduceeError as exc:
+            raise PublicationError(
+                f"{done}; publishing it to {publish_url} failed: {exc}; publish it with "
+                f"'caducee ca release --ca {ca_dir} {shown} --publish {publish_url}' again"
+            ) from None
+        click.echo(f"{done}; published to {publish_url}")
+    finally:
+        if directory is not None:
+            directory.close()
+
+
+def _actor() -> str | None:
+    """Who runs the command, for the index's history (the login name; None if unknown)."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return None
 
 
 def _crl_number(crl: object) -> str:
@@ -627,33 +731,56 @@ def list_(ca_dir: pathlib.Path, status: str | None, as_json: bool) -> None:
 @click.option(
     "--renew-crls", is_flag=True, help="Issue each CA's CRL again before it expires (needs keys)."
 )
-@pass_option
+@click.option(
+    "--pass-source", "pass_sources", multiple=True, metavar="[CA_DIR=]FILE",
+    help="File whose first line is a CA key passphrase: CA_DIR=FILE for that --ca only "
+    f"(repeatable), FILE for every other CA (else ${PASS_ENV}, else a prompt per CA).",
+)  # fmt: skip
 def serve(
     ca_dirs: tuple[pathlib.Path, ...],
     host: str,
     port: int,
     ocsp: bool,
-    pass_source: pathlib.Path | None,
+    pass_sources: tuple[str, ...],
     renew_crls: bool = False,
 ) -> None:
-    """Serve the CAs' CRLs and certificates (and OCSP) at their configured URL paths."""
+    """Serve the CAs' CRLs and certificates (and OCSP) at their configured URL paths.
+
+    --ocsp and --renew-crls need the CAs' keys, each with its own passphrase:
+    '--pass-source root=root.pass --pass-source op1=op1.pass', or one '--pass-source FILE'
+    shared by the CAs without their own.
+    """
     from caducee.pki.http import make_server
     from caducee.pki.ocsp import OcspResponder
+
+    per_ca, shared = _serve_pass_sources(ca_dirs, pass_sources)
+    opened: dict[pathlib.Path, CertificateAuthority] = {}
+
+    def with_key(ca_dir: pathlib.Path) -> CertificateAuthority:
+        """Each CA's key decrypted once, with its own passphrase source."""
+        if ca_dir not in opened:
+            name = CertificateAuthority.open(ca_dir).config.name
+            passphrase = ca_passphrase(
+                per_ca.get(ca_dir.resolve(), shared),
+                what=f"CA {name!r} ({ca_dir})",
+                hint=f"give --pass-source {ca_dir}=FILE (or --pass-source FILE for every CA) "
+                f"or set {PASS_ENV}",
+            )
+            opened[ca_dir] = CertificateAuthority.open(ca_dir, passphrase=passphrase)
+        return opened[ca_dir]
 
     responders = []
     if ocsp:
         for ca_dir in ca_dirs:
             if CertificateAuthority.open(ca_dir).config.ocsp_url:
-                ca = CertificateAuthority.open(ca_dir, passphrase=ca_passphrase(pass_source))
-                responders.append(OcspResponder(ca))
+                responders.append(OcspResponder(with_key(ca_dir)))
         if not responders:
             raise UsageError("--ocsp: none of these CAs has an ocsp_url")
     scheduler = None
     if renew_crls:
         from caducee.pki.schedule import CrlScheduler
 
-        cas = [CertificateAuthority.open(d, passphrase=ca_passphrase(pass_source)) for d in ca_dirs]
-        scheduler = CrlScheduler(cas)
+        scheduler = CrlScheduler([with_key(d) for d in ca_dirs])
     try:
         server = make_server(ca_dirs, host, port, quiet=False, responders=responders)
     except OSError as exc:
@@ -671,6 +798,45 @@ def serve(
         if scheduler is not None:
             scheduler.stop()
         server.server_close()
+
+
+def _serve_pass_sources(
+    ca_dirs: tuple[pathlib.Path, ...], values: tuple[str, ...]
+) -> tuple[dict[pathlib.Path, pathlib.Path], pathlib.Path | None]:
+    """``serve --pass-source`` values: {resolved CA directory: file} and the shared file.
+
+    ``CA_DIR=FILE`` names one of the ``--ca`` directories (as given, or the same directory
+    spelt otherwise); a value that is an existing file is the shared ``FILE``, even with an
+    ``=`` in its name.
+    """
+    known = {d.resolve() for d in ca_dirs}
+    per_ca: dict[pathlib.Path, pathlib.Path] = {}
+    shared: pathlib.Path | None = None
+    for value in values:
+        if pathlib.Path(value).is_file():
+            if shared is not None:
+                raise UsageError(
+                    f"--pass-source {value}: a passphrase file for every CA is already given "
+                    f"({shared}); name the CA for the others: --pass-source CA_DIR=FILE"
+                )
+            shared = pathlib.Path(value)
+            continue
+        splits = [i for i, c in enumerate(value) if c == "="]
+        match = next((i for i in splits if pathlib.Path(value[:i]).resolve() in known), None)
+        if match is None:
+            if splits:
+                raise UsageError(
+                    f"--pass-source {value}: not CA_DIR=FILE with one of the --ca directories "
+                    f"({', '.join(str(d) for d in ca_dirs)})"
+                )
+            raise UsageError(f"--pass-source {value}: no such file")
+        ca_dir, file = pathlib.Path(value[:match]), pathlib.Path(value[match + 1 :])
+        if ca_dir.resolve() in per_ca:
+            raise UsageError(f"--pass-source: two passphrase files for the CA {ca_dir}")
+        if not file.is_file():
+            raise UsageError(f"--pass-source {value}: no such file {file}")
+        per_ca[ca_dir.resolve()] = file
+    return per_ca, shared
 
 
 @group.command()

@@ -53,7 +53,7 @@ from caducee.pki.signer import (
     sign_certificate,
     sign_crl,
 )
-from caducee.pki.store import CAConfig, CAStore, IssuedRecord
+from caducee.pki.store import CAConfig, CAStore, IndexEvent, IssuedRecord
 from caducee.serials import format_serial
 
 #: CLI/API reason names (RFC 5280 CRLReason) -> cryptography flags
@@ -76,7 +76,8 @@ class CAListener(Protocol):
     """Told after each issuance and revocation (how the directory publishes and withdraws).
 
     Called after the index is updated; an exception in a listener propagates to the caller
-    (the certificate stays issued/revoked: publication can be retried).
+    (the certificate stays issued/revoked: publication can be retried). A listener may also
+    have ``released(cert)`` (a hold lifted); without it, ``issued`` is called again.
     """
 
     def issued(
@@ -702,19 +703,57 @@ class CertificateAuthority:
     # -- revocation --------------------------------------------------------------------------------
 
     def revoke(
-        self, serial: int, reason: str = "unspecified", *, now: dt.datetime | None = None
+        self,
+        serial: int,
+        reason: str = "unspecified",
+        *,
+        now: dt.datetime | None = None,
+        actor: str | None = None,
     ) -> x509.CertificateRevocationList:
-        """Revoke ``serial`` and publish a new CRL at once (returned)."""
+        """Revoke ``serial`` and publish a new CRL at once (returned).
+
+        A ``certificateHold`` can later be made final (another reason) or released
+        (:meth:`release`); any other reason is final. ``actor`` (who ran it) goes to the
+        index's history.
+        """
         if reason not in REASONS:
             raise UsageError(f"unknown revocation reason {reason!r} (one of {', '.join(REASONS)})")
         self.require_signer()
         now = self._now(now).replace(microsecond=0)
-        self.store.mark_revoked(serial, now, reason)
+        self.store.mark_revoked(serial, now, reason, actor=actor)
         crl = self.crl(now=now)
         if self.listeners:
             cert = self.issued_certificate(serial)
             for listener in self.listeners:
                 listener.revoked(cert, reason)
+        return crl
+
+    def release(
+        self, serial: int, *, now: dt.datetime | None = None, actor: str | None = None
+    ) -> x509.CertificateRevocationList:
+        """Take ``serial`` off hold (a lost card found again) and publish a new CRL at once.
+
+        Only a certificate whose current status is ``certificateHold`` can be released; any
+        other reason is final (:class:`UsageError` naming it). The new complete CRL simply no
+        longer lists it (RFC 5280 5.3.1: removeFromCRL is for delta CRLs, which we do not
+        issue). The index records the release (status valid again; time and ``actor`` in its
+        history). Listeners are then told ``released(cert)`` if they have such a method,
+        else ``issued(cert, identity, purpose)`` again (the certificate is back in use, so a
+        directory publishes it again); CA certificates are not announced, as at issuance.
+        """
+        self.require_signer()
+        now = self._now(now).replace(microsecond=0)
+        record = self.store.mark_released(serial, now, actor=actor)
+        crl = self.crl(now=now)
+        if self.listeners and record.purpose != "ca":
+            cert = self.issued_certificate(serial)
+            for listener in self.listeners:
+                released = getattr(listener, "released", None)
+                if callable(released):
+                    released(cert)
+                else:
+                    identity = ProfessionalIdentity.from_certificate(cert)
+                    listener.issued(cert, identity, record.purpose)
         return crl
 
     def crl(self, *, now: dt.datetime | None = None) -> x509.CertificateRevocationList:
@@ -751,6 +790,10 @@ class CertificateAuthority:
 
     def records(self, *, status: str | None = None) -> list[IssuedRecord]:
         return self.store.records(status=status)
+
+    def history(self, serial: int | None = None) -> list[IndexEvent]:
+        """Revocations and releases recorded in the index (who and when), oldest first."""
+        return self.store.history(serial)
 
     def issued_certificate(self, serial: int) -> x509.Certificate:
         return x509.load_der_x509_certificate(self.store.certificate_der(serial))

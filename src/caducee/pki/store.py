@@ -99,6 +99,18 @@ class IssuedRecord:
         return format_serial(self.serial)
 
 
+@dataclasses.dataclass(frozen=True)
+class IndexEvent:
+    """One change of a certificate's status, kept in the index's ``history`` table (the CA's
+    audit trail of revocations and hold releases: what, when, and who ran it if known)."""
+
+    serial: int
+    time: dt.datetime
+    action: str  # "revoked" or "released"
+    reason: str | None  # the revocation reason; for a release, the reason it was under (hold)
+    actor: str | None
+
+
 def key_id(public_key: object) -> str:
     """SHA-256 of the SubjectPublicKeyInfo: how the index finds every certificate of one key."""
     spki = public_key.public_bytes(  # type: ignore[attr-defined]
@@ -128,10 +140,22 @@ CREATE INDEX IF NOT EXISTS keys_key_id ON keys(key_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+_HISTORY = """
+CREATE TABLE IF NOT EXISTS history (
+    serial TEXT NOT NULL, time TEXT NOT NULL, action TEXT NOT NULL, reason TEXT, actor TEXT
+);
+CREATE INDEX IF NOT EXISTS history_serial ON history(serial);
+"""
+
 
 def _upgrade(db: sqlite3.Connection) -> None:
-    """Index files made before the ``keys`` table: add it, filled from the stored certificates."""
+    """Index files made before the ``keys`` table: add it, filled from the stored certificates;
+    before the ``history`` table: add it, empty (earlier changes were not recorded)."""
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "certs" in tables and "history" not in tables:
+        for statement in _HISTORY.split(";"):
+            if statement.strip():
+                db.execute(statement)
     if "certs" not in tables or "keys" in tables:
         return
     db.execute("CREATE TABLE keys (key_id TEXT NOT NULL, serial TEXT NOT NULL)")
@@ -139,6 +163,22 @@ def _upgrade(db: sqlite3.Connection) -> None:
     for serial, der in db.execute("SELECT serial, der FROM certs").fetchall():
         cert = x509.load_der_x509_certificate(bytes(der))
         db.execute("INSERT INTO keys VALUES (?, ?)", (key_id(cert.public_key()), serial))
+
+
+def release_refusal(
+    serial: int, status: str, reason: str | None, since: dt.datetime | None
+) -> str | None:
+    """Why a certificate in this state cannot be released from hold (None: it can)."""
+    shown = format_serial(serial)
+    if status != "revoked":
+        return f"serial {shown} is not on hold (it is {status}): nothing to release"
+    if reason != "certificateHold":
+        when = f" on {since:%Y-%m-%d %H:%M} UTC" if since is not None else ""
+        return (
+            f"serial {shown} was revoked ({reason}){when}: only a certificateHold can be "
+            "released, any other revocation is final"
+        )
+    return None
 
 
 def _ts(value: str | None) -> dt.datetime | None:
@@ -208,7 +248,7 @@ class CAStore:
             b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
         )
         with self._db() as db:
-            db.executescript(_SCHEMA)
+            db.executescript(_SCHEMA + _HISTORY)
         (self.path / CONFIG).write_text(config.to_json())
         (self.path / PENDING).unlink(missing_ok=True)
         (self.path / PENDING_CSR).unlink(missing_ok=True)
@@ -326,10 +366,14 @@ class CAStore:
         """Every certificate this CA issued for ``email`` (compared in lower case)."""
         return self.records(email=email.lower())
 
-    def mark_revoked(self, serial: int, when: dt.datetime, reason: str) -> IssuedRecord:
+    def mark_revoked(
+        self, serial: int, when: dt.datetime, reason: str, *, actor: str | None = None
+    ) -> IssuedRecord:
         key = format(serial, "X")
         with self._db() as db:
-            row = db.execute("SELECT status, reason FROM certs WHERE serial = ?", (key,)).fetchone()
+            row = db.execute(
+                "SELECT status, reason, revocation_time FROM certs WHERE serial = ?", (key,)
+            ).fetchone()
             if row is None:
                 raise UsageError(
                     f"serial {format_serial(serial)}: no certificate with this serial "
@@ -337,11 +381,62 @@ class CAStore:
                 )
             if row[0] == "revoked" and row[1] != "certificateHold":  # a hold may become final
                 raise UsageError(f"serial {format_serial(serial)} is already revoked")
+            if row[0] == "revoked" and reason == "certificateHold":  # keep the first hold date
+                raise UsageError(
+                    f"serial {format_serial(serial)} is already on hold since "
+                    f"{_ts(row[2]):%Y-%m-%d %H:%M} UTC"
+                )
             db.execute(
                 "UPDATE certs SET status='revoked', revocation_time=?, reason=? WHERE serial=?",
                 (when.isoformat(), reason, key),
             )
+            db.execute(
+                "INSERT INTO history (serial, time, action, reason, actor) VALUES (?,?,?,?,?)",
+                (key, when.isoformat(), "revoked", reason, actor),
+            )
         return self.get(serial)
+
+    def mark_released(
+        self, serial: int, when: dt.datetime, *, actor: str | None = None
+    ) -> IssuedRecord:
+        """Take a certificate off hold: valid again, the release kept in ``history``.
+
+        Only ``certificateHold`` is temporary (RFC 5280 5.3.1); any other reason is final.
+        """
+        key = format(serial, "X")
+        shown = format_serial(serial)
+        with self._db() as db:
+            row = db.execute(
+                "SELECT status, reason, revocation_time FROM certs WHERE serial = ?", (key,)
+            ).fetchone()
+            if row is None:
+                raise UsageError(f"serial {shown}: no certificate with this serial in {self.path}")
+            refusal = release_refusal(serial, row[0], row[1], _ts(row[2]))
+            if refusal is not None:
+                raise UsageError(refusal)
+            db.execute(
+                "UPDATE certs SET status='valid', revocation_time=NULL, reason=NULL WHERE serial=?",
+                (key,),
+            )
+            db.execute(
+                "INSERT INTO history (serial, time, action, reason, actor) VALUES (?,?,?,?,?)",
+                (key, when.isoformat(), "released", row[1], actor),
+            )
+        return self.get(serial)
+
+    def history(self, serial: int | None = None) -> list[IndexEvent]:
+        """Recorded status changes (revocations, releases), oldest first; one serial or all."""
+        self._require()
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT serial, time, action, reason, actor FROM history"
+                " WHERE (?1 IS NULL OR serial = ?1) ORDER BY rowid",
+                (None if serial is None else format(serial, "X"),),
+            ).fetchall()
+        return [
+            IndexEvent(int(r[0], 16), dt.datetime.fromisoformat(r[1]), r[2], r[3], r[4])
+            for r in rows
+        ]
 
     def get(self, serial: int) -> IssuedRecord:
         records = self.records(serial=serial)
