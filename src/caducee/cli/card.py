@@ -11,7 +11,7 @@ import datetime as dt
 import os
 import pathlib
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from cryptography import x509
@@ -33,6 +33,11 @@ from caducee.cli.keyargs import ask_secret, read_file
 from caducee.errors import ConfigError, UsageError
 from caducee.keys.open import read_pin_file
 from caducee.keys.pkcs11 import Pkcs11Module, TokenInfo, default_module_path
+
+if TYPE_CHECKING:
+    from caducee.card.renew import RenewedCard
+    from caducee.directory.api import Directory
+    from caducee.pki import CertificateAuthority, ProfessionalIdentity
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -141,7 +146,8 @@ def status_command(
         pin = (
             _pin(pin_source, "CADUCEE_PIN", f"PIN for card {token.label!r}") if with_keys else None
         )
-        status = card_status(module, token, at=_now(), pin=pin)
+        now = _now()
+        status = card_status(module, token, at=now, pin=pin)
         del pin
         keystore = keystore_state(module, token, keystore_path) if keystore_path else None
     t = status.token
@@ -166,8 +172,21 @@ def status_command(
             origin = "generated on card" if obj.generated_on_card else "imported"
             guard = "non-extractable" if obj.sensitive and not obj.extractable else "EXTRACTABLE"
             click.echo(f"key      {obj.label:<11} {origin}, {guard}  id {obj.id[:16]}")
+    _echo_renewal(status.objects, now)
     if not status.keys_listed:
         click.echo("(private keys not listed: use --keys and give the PIN)")
+
+
+def _echo_renewal(objects: tuple[Any, ...], now: dt.datetime) -> None:
+    """When the certificates in use end, and whether renewal is due (objects are newest
+    first: the first certificate of a purpose is the one in use)."""
+    from caducee.card.renew import renewal_notice
+
+    for purpose in ("signature", "encryption"):
+        for obj in objects:
+            if obj.kind == "certificate" and obj.purpose == purpose and obj.not_after:
+                click.echo(f"renewal: {renewal_notice(purpose, obj.not_after, now)}")
+                break
 
 
 def _configured_keystore(config_path: str | None) -> str | None:
@@ -520,3 +539,278 @@ def _issue_from_operator(
     )  # fmt: skip
     click.echo(f"certificates issued by {readable_name(ca.certificate.subject)}")
     _echo_escrow(issued)
+
+
+# -- renewal --------------------------------------------------------------------------------
+
+
+PURPOSE_CHOICE = click.Choice(["signature", "encryption", "both"])
+
+
+def _renewed_files(purpose: str) -> tuple[str, ...]:
+    """The --cert-out files a renewal writes (only the renewed certificates, and the CA's)."""
+    wanted = ("signature", "encryption") if purpose == "both" else (purpose,)
+    names = {"signature": SIGNATURE_FILE, "encryption": ENCRYPTION_FILE}
+    return (*(names[p] for p in wanted), "ca.pem")
+
+
+@group.command("renew")
+@_module_option
+@_token_option
+@click.option(
+    "--purpose",
+    type=PURPOSE_CHOICE,
+    default="both",
+    show_default=True,
+    help="Which certificates to renew (each gets a new key pair).",
+)
+@click.option("--ca", "ca_dir", required=True, metavar="DIR", help="Operator CA directory.")
+@click.option("--ca-pass-source", metavar="FILE", help="CA key passphrase (else CADUCEE_CA_PASS).")
+@click.option("--pin-source", metavar="FILE", help="Read the card PIN from FILE.")
+@click.option("--kind", type=KINDS, help="Key type of the new keys (default: as the old ones).")
+@click.option(
+    "--keystore",
+    "keystore_path",
+    metavar="FILE",
+    help="Keystore-mode cards: the NEW keystore file for the new encryption key.",
+)
+@click.option(
+    "--cert-out",
+    metavar="DIR",
+    help="Write the new certificate(s) and ca.pem to DIR, an existing directory; checked "
+    "before the card is touched.",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace certificate files already in the --cert-out DIR."
+)
+@click.option("--publish", "publish_url", metavar="URL", help="Publish the new certificates.")
+@click.option("--bind-dn", help="LDAP: DN to bind as for --publish.")
+@click.option(
+    "--password-file",
+    type=click.Path(dir_okay=False),
+    help="LDAP: file holding the bind password.",
+)
+@click.option(
+    "--token-file", type=click.Path(dir_okay=False), help="HTTP: file holding the operator token."
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Seconds before an unreachable directory is an error.",
+)
+def renew_command(
+    module_path: str | None,
+    label: str | None,
+    purpose: str,
+    ca_dir: str,
+    ca_pass_source: str | None,
+    pin_source: str | None,
+    kind: str | None,
+    keystore_path: str | None,
+    cert_out: str | None,
+    overwrite: bool,
+    publish_url: str | None,
+    bind_dn: str | None,
+    password_file: str | None,
+    token_file: str | None,
+    timeout: float,
+) -> None:
+    """Renew the card's certificates with NEW key pairs, for the identity already on the card.
+
+    The operator's CA issues the new certificates. The earlier encryption key stays on the card
+    (older mail stays readable); the earlier signature key is removed. Refused, with nothing
+    changed, for a card whose certificate is revoked or on hold.
+    """
+    from caducee.cli.ca import _open_directory, ca_passphrase
+    from caducee.pki import CertificateAuthority
+    from caducee.pki.store import CAStore
+
+    # 1. every input, before the card or the CA key is touched
+    _check_cert_dir(cert_out)
+    _check_renewed_files(cert_out, _renewed_files(purpose), overwrite)
+    if keystore_path is not None:
+        check_keystore_target(keystore_path)
+    CAStore(ca_dir).config()  # a missing CA is said before any passphrase is asked
+    source = pathlib.Path(ca_pass_source) if ca_pass_source else None
+    ca = CertificateAuthority.open(pathlib.Path(ca_dir), passphrase=ca_passphrase(source))
+    directory = None
+    if publish_url is not None:
+        directory = _open_directory(
+            publish_url, bind_dn, password_file, token_file, timeout, create=True
+        )
+    try:
+        _renew(
+            module_path, label, purpose, ca, pin_source, kind, keystore_path, cert_out,
+            overwrite, publish_url, directory,
+        )  # fmt: skip
+    finally:
+        if directory is not None:
+            directory.close()
+
+
+def _check_renewed_files(cert_out: str | None, names: tuple[str, ...], overwrite: bool) -> None:
+    if cert_out is None:
+        return
+    out = pathlib.Path(cert_out)
+    for name in names:
+        if (out / name).is_dir():
+            raise UsageError(f"--cert-out {out}: {name} is a directory")
+    existing = [n for n in names if (out / n).exists() or (out / n).is_symlink()]
+    if existing and not overwrite:
+        raise UsageError(
+            f"--cert-out {out}: {', '.join(existing)} already there; choose another "
+            "directory, or add --overwrite"
+        )
+
+
+def _renew(
+    module_path: str | None,
+    label: str | None,
+    purpose: str,
+    ca: CertificateAuthority,
+    pin_source: str | None,
+    kind: str | None,
+    keystore_path: str | None,
+    cert_out: str | None,
+    overwrite: bool,
+    publish_url: str | None,
+    directory: Directory | None,
+) -> None:
+    from caducee.card.renew import (
+        RenewalRefusedError,
+        ca_status_check,
+        plan_renewal,
+        renew_card,
+    )
+    from caducee.keys.pkcs11 import CardSession, token_capabilities
+    from caducee.pki import ProfessionalIdentity
+    from caducee.pki.publish import check_publishable
+
+    purposes = ("signature", "encryption") if purpose == "both" else (purpose,)
+    with _open_module(module_path) as module:
+        token = _token(module, label)
+        pin = _pin(pin_source, "CADUCEE_PIN", f"PIN for card {token.label!r}")
+        with CardSession(module, token, pin, rw=True) as card:
+            del pin
+            # 2. what the card holds, checked against the CA (still nothing changed)
+            plan = plan_renewal(
+                card,
+                purposes,
+                kind=kind,  # type: ignore[arg-type]
+                keystore=keystore_path,
+                check=ca_status_check(ca),
+            )
+            try:
+                identity = ProfessionalIdentity.from_certificate(plan.identity_certificate)
+            except UsageError as exc:
+                raise RenewalRefusedError(
+                    f"the certificate on card {token.label!r} carries no professional identity "
+                    f"({exc}): issue a new card with caducee card issue --ca"
+                ) from None
+            if directory is not None:
+                check_publishable(identity)
+            caps = None
+            if plan.keystore is None:  # what this card decrypts, written in the certificate
+                caps = token_capabilities(module.mechanisms(token.slot), token.manufacturer)
+            # 3. new keys, new certificates, then the card
+            renewed = renew_card(card, plan, ca.issuer_for(identity, capabilities=caps))
+    _report_renewal(token.label, identity, ca, renewed, cert_out, overwrite)
+    if directory is not None:
+        _publish_renewed(directory, publish_url or "", identity, renewed, cert_out)
+    _echo_superseded(renewed, ca, publish_url)
+
+
+def _report_renewal(
+    label: str,
+    identity: ProfessionalIdentity,
+    ca: CertificateAuthority,
+    renewed: RenewedCard,
+    cert_out: str | None,
+    overwrite: bool,
+) -> None:
+    from caducee.serials import format_serial
+
+    click.echo(
+        f"card {label!r} renewed for {identity.common_name} <{identity.email}> by "
+        f"{readable_name(ca.certificate.subject)}"
+    )
+    for purpose, cert in renewed.certificates():
+        serial = format_serial(cert.serial_number)
+        until = cert.not_valid_after_utc.date().isoformat()
+        old = format_serial(renewed.previous[purpose].serial_number)
+        if purpose == "signature":
+            click.echo(
+                f"signature: new key generated on the card, certificate {serial} valid until "
+                f"{until}; the earlier signature key and certificate {old} were removed"
+            )
+        elif renewed.keystore is not None:
+            click.echo(
+                f"encryption: new key sealed in the new keystore {renewed.keystore} (mode "
+                f"0600), certificate {serial} valid until {until}; install it as the "
+                "configuration's keystore and list the earlier one first in keystore_history"
+            )
+        else:
+            click.echo(
+                f"encryption: new key imported on the card (non-extractable), certificate "
+                f"{serial} valid until {until}; the earlier key and certificate {old} stay on "
+                f"the card as {renewed.old_encryption_label!r} so older mail stays readable"
+            )
+    if cert_out:
+        out = pathlib.Path(cert_out)
+        pem = serialization.Encoding.PEM
+        written = []
+        for purpose, cert in renewed.certificates():
+            name = SIGNATURE_FILE if purpose == "signature" else ENCRYPTION_FILE
+            _write_public(out / name, cert.public_bytes(pem), overwrite)
+            written.append(name)
+        _write_public(out / "ca.pem", ca.certificate.public_bytes(pem), overwrite)
+        click.echo(f"certificates written to {out}: {', '.join([*written, 'ca.pem'])}")
+    if renewed.encryption_private_key is not None:
+        where = f"the keystore {renewed.keystore}" if renewed.keystore else "the card"
+        click.echo(
+            f"warning: no key escrow configured, the new encryption key exists only in {where}"
+        )
+
+
+def _publish_renewed(
+    directory: Directory,
+    url: str,
+    identity: ProfessionalIdentity,
+    renewed: RenewedCard,
+    cert_out: str | None,
+) -> None:
+    from caducee.errors import CaduceeError
+    from caducee.pki.publish import DirectoryPublisher, PublicationError
+
+    publisher = DirectoryPublisher(directory)
+    done: list[str] = []
+    for purpose, cert in renewed.certificates():
+        try:
+            publisher.issued(cert, identity, purpose)
+        except CaduceeError as exc:
+            name = SIGNATURE_FILE if purpose == "signature" else ENCRYPTION_FILE
+            where = str(pathlib.Path(cert_out) / name) if cert_out else f"the {purpose} certificate"
+            already = f" ({', '.join(done)} published)" if done else ""
+            raise PublicationError(
+                f"card renewed; publishing the {purpose} certificate to {url} failed: {exc}"
+                f"{already}; publish it with 'caducee directory publish -d {url} {where}'"
+            ) from None
+        done.append(purpose)
+    click.echo(f"published to {url}: {', '.join(done)} certificate{'s' if len(done) > 1 else ''}")
+
+
+def _echo_superseded(
+    renewed: RenewedCard, ca: CertificateAuthority, publish_url: str | None
+) -> None:
+    from caducee.serials import format_serial
+
+    olds = " ".join(format_serial(c.serial_number) for c in renewed.previous.values())
+    withdraw = f" --publish {publish_url}" if publish_url else ""
+    click.echo(
+        f"the earlier certificate(s) {olds} stay valid until they end; once the new ones are "
+        f"in use, revoke them with 'caducee ca revoke --ca {ca.store.path} SERIAL --reason "
+        f"superseded{withdraw}' (signatures made earlier stay valid, older mail stays "
+        "readable)"
+    )

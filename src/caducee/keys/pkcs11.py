@@ -361,7 +361,10 @@ class CardSession:
             return list(self.raw_session().getAttributeValue(handle, attrs, allAsBinary=True))
 
     def certificates(self) -> list[CardCertificate]:
-        """Every X.509 certificate object on the card, newest (latest notBefore) first."""
+        """Every X.509 certificate object on the card, newest first: latest notBefore, then (a
+        tie within notBefore's one-second resolution, e.g. two renewals in a row) the one under
+        a current label ("signature", "encryption"; renewal relabels the old ones), then the
+        latest notAfter."""
         out: list[CardCertificate] = []
         for handle in self.find([(PyKCS11.CKA_CLASS, PyKCS11.CKO_CERTIFICATE)]):
             value, cid, label = self.attributes(
@@ -374,7 +377,14 @@ class CardSession:
             out.append(
                 CardCertificate(handle, bytes(cid), bytes(label).decode("utf-8", "replace"), cert)
             )
-        out.sort(key=lambda c: c.certificate.not_valid_before_utc, reverse=True)
+        out.sort(
+            key=lambda c: (
+                c.certificate.not_valid_before_utc,
+                c.label in ("signature", "encryption"),
+                c.certificate.not_valid_after_utc,
+            ),
+            reverse=True,
+        )
         return out
 
     def private_keys(self, *, label: str | None = None, id: bytes | None = None) -> list[Any]:
