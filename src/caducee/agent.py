@@ -930,7 +930,16 @@ class Agent:
             original_id = opened.headers.get("message-id")
             if not original_id:
                 return
-            found, problems = self.check_recipients([to])
+            found, problems, unknown = self._lookup_recipients([to])
+            if unknown:  # an outage must not downgrade the receipt to unencrypted
+                _, why = unknown[0]
+                log.warning(
+                    "receipt for message %d not sent: %s; it is sent when the message is "
+                    "read again",
+                    message,
+                    why,
+                )
+                return
             encrypt = not problems
             message_id = self._message_id()
             report = mdn.build_mdn(

@@ -288,3 +288,31 @@ def test_addresses_and_display_name_with_a_line_break_are_usage_errors(
     with pytest.raises(UsageError, match="display name contains a line break"):
         named.send([ops.cardio.email], "x", "y")
     assert post.submitted == []
+
+
+def test_a_directory_down_does_not_downgrade_a_receipt(
+    ops: Operators,
+    post: PostOffice,
+    make_agent: AgentFactory,
+    dead_directory: Directory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The requester's certificate cannot be looked up (directory down): the receipt is not
+    sent in clear, it waits for the next reading."""
+    martin = make_agent(ops.martin)
+    martin.send([ops.cardio.email], "Résultat", "Voir ci-joint.")
+    cardio = _agent_with(make_agent, ops.cardio, dead_directory, StaticFinder())
+    (got,) = cardio.fetch().ids
+    before = len(post.submitted)
+    with caplog.at_level(logging.WARNING, logger="caducee.agent"):
+        cardio.read(got)
+    assert len(post.submitted) == before  # nothing sent, in clear or otherwise
+    assert cardio.store.get(got).mdn_sent is None
+    (line,) = [r.getMessage() for r in caplog.records if "receipt" in r.getMessage()]
+    assert "dir2" in line and "read again" in line
+    back = make_agent(ops.cardio)  # the directory is back (the operators' own): sent, encrypted
+    back.read(got)
+    assert len(post.submitted) == before + 1 and back.store.get(got).mdn_sent == "displayed"
+    from caducee.core.mime.enveloped import is_enveloped_mime
+
+    assert is_enveloped_mime(post.submitted[-1][1])
