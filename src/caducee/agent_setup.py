@@ -8,6 +8,7 @@ message store. Everything opened is closed by :meth:`AgentSession.close`.
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ from cryptography import x509
 from caducee.agent import Agent, AgentPolicy, Identity
 from caducee.agent_trust import DirectoryFinder, PkiValidator, StaticFinder
 from caducee.certfiles import load_certificate, load_certificates
-from caducee.config import Config, SourceConfig
+from caducee.config import Config, MailServer, SourceConfig
 from caducee.errors import CaduceeError, ConfigError
 from caducee.keys.api import DecryptionKey, SigningKey
 from caducee.mail.api import MailboxSource
@@ -26,7 +27,7 @@ from caducee.store.messages import MessageStore
 if TYPE_CHECKING:
     from caducee.keys.pkcs11 import CardSession
 
-__all__ = ["AgentSession", "open_agent"]
+__all__ = ["AgentSession", "mail_ssl_context", "open_agent"]
 
 PinCallback = Callable[[str], str]
 
@@ -36,6 +37,32 @@ def _read(path: Any, what: str) -> bytes:
         return bytes(path.read_bytes())
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def mail_ssl_context(server: MailServer) -> ssl.SSLContext:
+    """The TLS client context for a mail server: the system's trust plus ``ca_file``.
+
+    Why added, not replacing: an operator's private CA must not make every public server
+    untrusted (as ``SSL_CERT_FILE`` does). ``ca_file`` is read like every certificate file
+    (PEM with one or more certificates, DER or PKCS#7).
+    """
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    context = ssl.create_default_context()
+    if server.ca_file is None:
+        return context
+    what = f"CA file (ca_file) {server.ca_file}"
+    try:
+        certs = load_certificates(_read(server.ca_file, "CA file (ca_file)"), what)
+    except ConfigError:
+        raise
+    except CaduceeError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        context.load_verify_locations(cadata=b"".join(c.public_bytes(Encoding.DER) for c in certs))
+    except (ssl.SSLError, ValueError):
+        raise ConfigError(f"{what}: OpenSSL cannot use these certificates") from None
+    return context
 
 
 def _software_identity(config: Config) -> Identity:
@@ -105,6 +132,7 @@ def _source(spec: SourceConfig) -> MailboxSource:
         mailbox=spec.mailbox,
         security=server.security,  # type: ignore[arg-type]
         timeout=server.timeout,
+        ssl_context=mail_ssl_context(server),
         prefetch=True,  # the next batch downloads while this one is judged and stored
     )
 
@@ -192,6 +220,7 @@ def _open(
             username=smtp.username,
             password=smtp.password(),
             timeout=smtp.timeout,
+            ssl_context=mail_ssl_context(smtp),
         )
     sources: dict[str, MailboxSource] = {}
     for spec in config.sources:

@@ -92,6 +92,9 @@ class MailServer:
     username: str | None = None
     password_file: pathlib.Path | None = None
     timeout: float = 30.0
+    #: CA certificate(s) (PEM or DER) trusted for this server *in addition to* the system's
+    #: trust store: for an operator whose server certificate comes from a private CA.
+    ca_file: pathlib.Path | None = None
 
     def password(self) -> str | None:
         if self.password_file is None:
@@ -153,7 +156,7 @@ _ROOT_KEYS = (
 _IDENTITY_KEYS = tuple(f.name for f in dataclasses.fields(IdentityConfig))
 _TRUST_KEYS = tuple(f.name for f in dataclasses.fields(TrustConfig))
 _POLICY_KEYS = tuple(f.name for f in dataclasses.fields(PolicyConfig))
-_SERVER_KEYS = ("host", "port", "security", "username", "password_file", "timeout")
+_SERVER_KEYS = ("host", "port", "security", "username", "password_file", "timeout", "ca_file")
 _IMAP_KEYS = (*_SERVER_KEYS, "name", "mailbox")
 _MAILDIR_KEYS = ("name", "path")
 #: ``[directory]`` and ``[[directory.operators]]``, as read by caducee.directory.federation.
@@ -258,7 +261,15 @@ def _server(t: _Table, default_port: int, tls_port: int) -> MailServer:
     password_file = t.path("password_file")
     if (username is None) != (password_file is None):
         raise ConfigError(f"{t.where}: give both 'username' and 'password_file', or neither")
-    return MailServer(host, port, security, username, password_file, t.number("timeout", 30.0))
+    return MailServer(
+        host,
+        port,
+        security,
+        username,
+        password_file,
+        t.number("timeout", 30.0),
+        t.path("ca_file"),
+    )
 
 
 def _cipher(t: _Table, key: str, default: str | None) -> str | None:

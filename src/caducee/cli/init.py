@@ -27,7 +27,7 @@ def _ask(value: Any, prompt: str, interactive: bool, default: Any = None, **kw: 
 
 
 def _server_options(kind: str, what: str, port: int, tls_port: int) -> Callable[[F], F]:
-    """--KIND-host, -port, -security, -user and -password-file for one mail server."""
+    """--KIND-host, -port, -security, -user, -password-file and -ca-file for one server."""
     name = kind.upper()
     options = [
         click.option(f"--{kind}-host", help=f"{what} (host name)."),
@@ -46,6 +46,12 @@ def _server_options(kind: str, what: str, port: int, tls_port: int) -> Callable[
             f"--{kind}-password-file",
             type=click.Path(exists=True, dir_okay=False),
             help=f"File holding the {name} password (it is never written in the configuration).",
+        ),
+        click.option(
+            f"--{kind}-ca-file",
+            type=click.Path(exists=True, dir_okay=False),
+            help=f"CA certificate(s) to trust for the {name} server, in addition to the "
+            "system's (for a server certificate from a private CA).",
         ),
     ]
 
@@ -235,6 +241,11 @@ def _server(opts: dict[str, Any], kind: str, host: str, port: int, ask: bool) ->
         if not secret:
             raise UsageError(f"give --{kind}-password-file with --{kind}-user")
         table["password_file"] = str(_existing(secret, f"{kind.upper()} password file"))
+    ca_file = opts[f"{kind}_ca_file"]
+    if ca_file:
+        what = f"{kind.upper()} CA file"
+        _check_certificates(ca_file, what)
+        table["ca_file"] = str(_existing(ca_file, what))
     return table
 
 

@@ -42,6 +42,20 @@ PROCESSED = "$caducee-processed"
 Security = Literal["starttls", "tls", "none"]
 T = TypeVar("T")
 
+#: Longest wait for the TCP connection and the server's greeting (bounded by ``timeout`` too).
+#: A client in the wrong TLS mode against an implicit-TLS port gets no greeting at all (the
+#: server waits for a TLS handshake): failing after 10 s with a hint beats hanging for 30 s.
+GREETING_TIMEOUT = 10.0
+
+#: OpenSSL verification codes meaning "the issuer is not in the trust store" (not, e.g., a
+#: name mismatch or an expired certificate): adding the CA with ``ca_file`` is then the fix.
+_UNKNOWN_ISSUER = frozenset({2, 18, 19, 20, 21})
+
+#: OpenSSL reasons seen when a TLS client reads a plaintext greeting instead of a handshake.
+_PLAINTEXT_PEER = frozenset(
+    {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"}
+)
+
 
 class ImapError(TransportError):
     """An IMAP operation failed; ``retryable`` says whether trying later may help."""
@@ -78,6 +92,8 @@ class ImapMailbox:
     ``create_missing`` creates ``mailbox`` when the server does not have it (a Sent folder);
     off by default so that a mistyped folder name is an error, not a new empty folder.
     ``prefetch`` is what :meth:`fetch_new` does when its caller does not say.
+    ``ssl_context`` decides which server certificates are trusted (default: the system's).
+    Connecting up to the server's greeting is bounded by ``min(timeout, GREETING_TIMEOUT)``.
     """
 
     def __init__(
@@ -127,13 +143,22 @@ class ImapMailbox:
     # --- connection -------------------------------------------------------------------------
 
     def _connect(self) -> imapclient.IMAPClient:
-        client = imapclient.IMAPClient(
-            self.host,
-            port=self.port,
-            ssl=self.security == "tls",
-            ssl_context=self.ssl_context,
-            timeout=self.timeout,
-        )
+        wait = min(self.timeout, GREETING_TIMEOUT)
+        try:
+            client = imapclient.IMAPClient(
+                self.host,
+                port=self.port,
+                ssl=self.security == "tls",
+                ssl_context=self.ssl_context,
+                timeout=imapclient.SocketTimeout(connect=wait, read=self.timeout),
+            )
+        except TimeoutError:
+            if self.security == "tls":  # the TLS handshake or the greeting
+                raise ImapUnavailableError(f"{self.where}: timed out after {wait:g} s") from None
+            raise ImapUnavailableError(
+                f"{self.where}: no greeting within {wait:g} s (timed out): "
+                'does this port expect security = "tls"?'
+            ) from None
         # imapclient logs the whole protocol dialogue (message bodies included) at DEBUG
         # level through imaplib's debug hook; message content must never reach a log.
         client._imap.debug = 0
@@ -150,8 +175,7 @@ class ImapMailbox:
                     raise
                 if not self.create_missing:
                     raise ImapError(
-                        f"{self.where}: no such mailbox on the server "
-                        "(check the folder name, or allow creating it)"
+                        f"{self.where}: no such mailbox on the server (check the folder name)"
                     ) from None
                 client.create_folder(self.mailbox)
                 info = client.select_folder(self.mailbox)
@@ -199,9 +223,15 @@ class ImapMailbox:
         if isinstance(exc, imap_errors.LoginError):
             return ImapAuthError(f"{where}: login refused for {self.username}")
         if isinstance(exc, ssl.SSLCertVerificationError):
-            return ImapTlsError(f"{where}: server certificate not trusted ({exc.verify_message})")
+            text = f"{where}: server certificate not trusted ({exc.verify_message})"
+            if exc.verify_code in _UNKNOWN_ISSUER:
+                text += " (add its CA with ca_file under [[imap]] in the configuration)"
+            return ImapTlsError(text)
         if isinstance(exc, ssl.SSLError):
-            return ImapTlsError(f"{where}: TLS failed ({exc.reason or exc})")
+            text = f"{where}: TLS failed ({exc.reason or exc})"
+            if self.security == "tls" and exc.reason in _PLAINTEXT_PEER:
+                text += ': does this port expect security = "starttls"?'
+            return ImapTlsError(text)
         if isinstance(exc, TimeoutError | socket.timeout):
             return ImapUnavailableError(f"{where}: timed out after {self.timeout:g} s")
         if isinstance(exc, ConnectionRefusedError):

@@ -547,12 +547,32 @@ class _AuthChecker:
         return AuthResult(success=ok, handled=False)
 
 
+class _ImplicitTlsSmtp(SMTP):
+    """aiosmtpd's SMTP that counts an implicit-TLS connection as encrypted for AUTH.
+
+    aiosmtpd only counts a STARTTLS upgrade: on an SMTPS listener it would never advertise
+    AUTH, so security "tls" with a password could not be tested. The check is relaxed per
+    connection, and only once the transport really is TLS.
+    """
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if transport.get_extra_info("ssl_object") is not None:
+            self._auth_require_tls = False
+
+
+class _ImplicitTlsController(Controller):
+    def factory(self) -> SMTP:
+        return _ImplicitTlsSmtp(self.handler, **self.SMTP_kwargs)
+
+
 class LmtpRelay:
     """An SMTP server on a loopback port that delivers every accepted message over LMTP.
 
     ``domains``/``recipients`` decide which RCPT TO are accepted (unknown ones get 550 at RCPT,
     as a real MTA with recipient maps does). ``tls`` enables STARTTLS (``implicit_tls`` turns
-    the listener into SMTPS instead); ``credentials`` (login -> password) require AUTH, over TLS.
+    the listener into SMTPS instead); ``credentials`` (login -> password) require AUTH, over TLS
+    (STARTTLS or implicit).
     ``relay_to`` maps other domains to the ``(host, port)`` of the SMTP server serving them, as
     an operator's MTA forwards to another operator's MX.
     """
@@ -597,6 +617,7 @@ class LmtpRelay:
             kwargs["authenticator"] = _AuthChecker(dict(credentials))
             kwargs["auth_required"] = True
         self._kwargs = kwargs
+        self._implicit_tls = tls is not None and implicit_tls
         self._controller: Controller | None = None
 
     @property
@@ -606,7 +627,8 @@ class LmtpRelay:
 
     def start(self) -> LmtpRelay:
         if self._controller is None:
-            self._controller = Controller(
+            kind = _ImplicitTlsController if self._implicit_tls else Controller
+            self._controller = kind(
                 self.handler, hostname=self.host, port=self.port, **self._kwargs
             )
             self._controller.start()

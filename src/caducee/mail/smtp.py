@@ -35,6 +35,20 @@ log = logging.getLogger(__name__)
 
 Security = Literal["starttls", "tls", "none"]
 
+#: Longest wait for the TCP connection and the server's greeting (bounded by ``timeout`` too).
+#: A client in the wrong TLS mode against an implicit-TLS port gets no greeting at all (the
+#: server waits for a TLS handshake): failing after 10 s with a hint beats hanging for 30 s.
+GREETING_TIMEOUT = 10.0
+
+#: OpenSSL verification codes meaning "the issuer is not in the trust store" (not, e.g., a
+#: name mismatch or an expired certificate): adding the CA with ``ca_file`` is then the fix.
+_UNKNOWN_ISSUER = frozenset({2, 18, 19, 20, 21})
+
+#: OpenSSL reasons seen when a TLS client reads a plaintext greeting instead of a handshake.
+_PLAINTEXT_PEER = frozenset(
+    {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"}
+)
+
 
 class SmtpError(TransportError):
     """An SMTP submission failed. ``retryable`` says whether the same message may pass later."""
@@ -108,7 +122,9 @@ class SmtpSubmitter:
 
     ``security`` is "starttls" (upgrade required: no fallback to clear text), "tls" (implicit
     TLS, port 465) or "none" (loopback or test servers only when a password is configured).
-    One connection per :meth:`submit`; every socket operation is bounded by ``timeout``.
+    One connection per :meth:`submit`; every socket operation is bounded by ``timeout``, and
+    connecting up to the server's greeting by ``min(timeout, GREETING_TIMEOUT)``.
+    ``ssl_context`` decides which server certificates are trusted (default: the system's).
     """
 
     def __init__(
@@ -150,17 +166,38 @@ class SmtpSubmitter:
         return f"SMTP {self.host}:{self.port}"
 
     def _connect(self) -> smtplib.SMTP:
-        if self.security == "tls":
-            return smtplib.SMTP_SSL(
-                self.host,
-                self.port,
-                local_hostname=self.local_hostname,
-                timeout=self.timeout,
-                context=self.ssl_context,
-            )
-        return smtplib.SMTP(
-            self.host, self.port, local_hostname=self.local_hostname, timeout=self.timeout
-        )
+        wait = min(self.timeout, GREETING_TIMEOUT)
+        conn: smtplib.SMTP
+        try:
+            if self.security == "tls":
+                conn = smtplib.SMTP_SSL(
+                    self.host,
+                    self.port,
+                    local_hostname=self.local_hostname,
+                    timeout=wait,
+                    context=self.ssl_context,
+                )
+            else:
+                conn = smtplib.SMTP(
+                    self.host, self.port, local_hostname=self.local_hostname, timeout=wait
+                )
+        except smtplib.SMTPServerDisconnected as exc:
+            # smtplib reports a read timeout on the greeting as a disconnection.
+            if "timed out" not in str(exc):
+                raise
+            raise SmtpUnavailableError(self._no_greeting(wait)) from None
+        except TimeoutError:
+            raise SmtpUnavailableError(f"{self.where}: timed out after {wait:g} s") from None
+        conn.timeout = self.timeout
+        if conn.sock is not None:
+            conn.sock.settimeout(self.timeout)
+        return conn
+
+    def _no_greeting(self, wait: float) -> str:
+        text = f"{self.where}: no greeting within {wait:g} s (timed out)"
+        if self.security != "tls":
+            text += ': does this port expect security = "tls"?'
+        return text
 
     def _open(self) -> smtplib.SMTP:
         conn = self._connect()
@@ -255,9 +292,15 @@ class SmtpSubmitter:
                 return SmtpUnavailableError(f"{where}: timed out after {self.timeout:g} s")
             return SmtpUnavailableError(f"{where}: server closed the connection")
         if isinstance(exc, ssl.SSLCertVerificationError):
-            return SmtpTlsError(f"{where}: server certificate not trusted ({exc.verify_message})")
+            text = f"{where}: server certificate not trusted ({exc.verify_message})"
+            if exc.verify_code in _UNKNOWN_ISSUER:
+                text += " (add its CA with ca_file under [smtp] in the configuration)"
+            return SmtpTlsError(text)
         if isinstance(exc, ssl.SSLError):
-            return SmtpTlsError(f"{where}: TLS failed ({exc.reason or exc})")
+            text = f"{where}: TLS failed ({exc.reason or exc})"
+            if self.security == "tls" and exc.reason in _PLAINTEXT_PEER:
+                text += ': does this port expect security = "starttls"?'
+            return SmtpTlsError(text)
         if isinstance(exc, TimeoutError | socket.timeout):
             return SmtpUnavailableError(f"{where}: timed out after {self.timeout:g} s")
         if isinstance(exc, ConnectionRefusedError):
