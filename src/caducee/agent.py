@@ -50,6 +50,7 @@ from caducee.mail.api import (
     ServerRefusedError,
     Submitter,
 )
+from caducee.mail.smtp import SmtpAuthError, SmtpRejectedError, SmtpTlsError
 from caducee.opening import PARALLEL_AFTER, Opener, Result
 from caducee.store.audit import AuditLog
 from caducee.store.messages import MessageStore, StoredMessage
@@ -61,6 +62,8 @@ __all__ = [
     "FetchReport",
     "Identity",
     "MessageView",
+    "NotSentError",
+    "OutboxRound",
     "RecipientsRefusedError",
     "RecipientsUnknownError",
     "SendResult",
@@ -101,6 +104,78 @@ class RecipientsUnknownError(DirectoryError):
             f"not sent: could not look up the certificate of {listed}"
             " (a directory is unavailable: try again later)"
         )
+
+
+class NoSubmitterError(TransportError):
+    """No SMTP submission server is configured: nothing can leave until one is."""
+
+    def __init__(self) -> None:
+        super().__init__("no SMTP submission server is configured")
+
+
+class NotSentError(TransportError):
+    """Submission failed for a reason that will not go away by itself (credentials refused,
+    certificate not trusted, wrong TLS mode, the message refused with a 5xx): the message is
+    kept in the outbox, but the caller must hear that someone has to fix something.
+
+    ``details`` (id, message_id, state, recipients) goes into the ``--json`` error object."""
+
+    def __init__(
+        self,
+        cause: TransportError,
+        *,
+        message: int | None,
+        message_id: str,
+        recipients: Sequence[str],
+    ) -> None:
+        self.cause = cause
+        self.details: dict[str, object] = {
+            "id": message,
+            "message_id": message_id,
+            "state": "queued",
+            "recipients": list(recipients),
+        }
+        super().__init__(
+            f"not sent: {cause}; kept in the outbox: fix the configuration,"
+            " then `caducee outbox --retry`"
+        )
+
+
+def needs_fixing(exc: TransportError) -> bool:
+    """Whether a submission failure will repeat until someone changes something: retrying it
+    on a timer only hammers the server (a wrong password may even lock the account).
+
+    True when the transport marks the error ``permanent = True``; otherwise by class: the
+    credentials refused, TLS that cannot be established or trusted (wrong mode, certificate,
+    name), no submission server configured, or the whole message refused with a 5xx (not
+    recipient by recipient, which is handled per recipient)."""
+    if getattr(exc, "permanent", False) is True:
+        return True
+    if isinstance(exc, SmtpAuthError | SmtpTlsError | NoSubmitterError):
+        return True
+    if isinstance(exc, SmtpRejectedError):
+        return not exc.refused and not exc.accepted and not exc.retryable
+    return False
+
+
+class OutboxRound(tuple[int, int]):
+    """(sent, still waiting) after trying the outbox; ``needs_fixing`` is the message of the
+    first failure that will not go away by itself, if there was one."""
+
+    needs_fixing: str | None
+
+    def __new__(cls, sent: int, waiting: int, needs_fixing: str | None = None) -> OutboxRound:
+        made = super().__new__(cls, (sent, waiting))
+        made.needs_fixing = needs_fixing
+        return made
+
+    @property
+    def sent(self) -> int:
+        return self[0]
+
+    @property
+    def waiting(self) -> int:
+        return self[1]
 
 
 def _check_header_text(value: str, what: str) -> None:
@@ -171,6 +246,7 @@ class FetchReport:
     flagged: int = 0  # unsigned, invalid, unencrypted
     failed: int = 0
     receipts: int = 0
+    already_had: int = 0  # the same message again, from another folder (moved on the server)
     ids: list[int] = dataclasses.field(default_factory=list)
 
 
@@ -415,7 +491,9 @@ class Agent:
         valid certificate (unless ``allow_plaintext``), and :class:`RecipientsUnknownError`
         (even with ``allow_plaintext``) when a directory that might hold a recipient's
         certificate is unavailable. A transport failure queues the message in the outbox
-        (``state == "queued"``); nothing is lost.
+        (``state == "queued"``); nothing is lost. When the failure will not go away by itself
+        (see :func:`needs_fixing`) the message is kept in the outbox all the same, but
+        :class:`NotSentError` is raised: someone must fix the configuration.
         """
         _check_header_text(subject, "subject")
         for address in [*to, *cc]:
@@ -558,12 +636,17 @@ class Agent:
         state = "queued"
         try:
             if self.submitter is None:
-                raise TransportError("no SMTP submission server is configured")
+                raise NoSubmitterError()
             self.submitter.submit(envelope, wire)
         except TransportError as exc:
             waiting, served = self._after_failure(item, stored, recipients, exc, attempts=0)
             if not waiting and not served:
                 raise  # refused for good, for everybody: the caller must know now
+            if keep and needs_fixing(exc):  # kept, but someone must act: an error, not a delay
+                self.audit.record("queued", stored, detail=str(len(recipients)))
+                raise NotSentError(
+                    exc, message=stored, message_id=message_id, recipients=recipients
+                ) from None
             if waiting:
                 log.warning("message queued in the outbox: %s", exc)
                 warning = f"queued in the outbox for {', '.join(waiting)}, will retry ({exc})" + (
@@ -596,9 +679,19 @@ class Agent:
         A server that took the message for some recipients has sent it to them: only the ones
         refused for now (4xx) stay queued, so nobody gets it twice; 5xx refusals are final.
         The next attempt waits twice as long as the last one (from one minute, at most six
-        hours), so a server that is down is not hammered.
+        hours), so a server that is down is not hammered; a failure that needs fixing (see
+        :func:`needs_fixing`) keeps every recipient waiting, but is not tried again on the
+        timer before six hours (the user retries once the configuration is fixed).
         """
-        if isinstance(exc, ServerRefusedError):
+        error = str(exc)
+        permanent = needs_fixing(exc)
+        served: tuple[str, ...]
+        waiting: tuple[str, ...]
+        final: tuple[str, ...]
+        if permanent:
+            served, waiting, final = (), tuple(recipients), ()
+            error = f"needs fixing: {exc}"
+        elif isinstance(exc, ServerRefusedError) and (exc.refused or exc.accepted):
             served, waiting, final = exc.accepted, exc.temporary(), exc.permanent()
         elif getattr(exc, "retryable", True):
             served, waiting, final = (), tuple(recipients), ()
@@ -610,28 +703,37 @@ class Agent:
             for address in final:
                 self.store.set_recipient_state(message, address, "rejected")
         if waiting:
-            delay = min(RETRY_FIRST * 2**attempts, RETRY_MAX)
+            delay = RETRY_MAX if permanent else min(RETRY_FIRST * 2**attempts, RETRY_MAX)
             retry_at = (self.clock() + delay).isoformat(timespec="seconds")
-            self.store.outbox_narrow(item, waiting, str(exc), retry_at)
+            self.store.outbox_narrow(item, waiting, error, retry_at)
         else:
             self.store.outbox_drop(item)
         if served:
             self.audit.record("sent", message, detail=f"{len(served)} of {len(recipients)}")
         return waiting, served
 
-    def retry_outbox(self, *, due_only: bool = False) -> tuple[int, int]:
+    def retry_outbox(self, *, due_only: bool = False) -> OutboxRound:
         """Submit what is waiting; (sent, still waiting). ``due_only`` leaves the messages
         whose next attempt is not due yet (the agent's rounds); without it everything is tried
-        now (the user asked)."""
+        now (the user asked).
+
+        A failure that needs fixing (wrong password, untrusted certificate...) puts its message
+        off for six hours and is named in ``needs_fixing``; the messages after it are not tried
+        in this round when the failure is the server's or the configuration's, not the
+        message's (the same password would be refused again)."""
         sent = waiting = 0
+        problem: str | None = None
+        blocked = False
         now = self.clock()
         for item in self.store.outbox():
-            if due_only and item.next_attempt_at and _parse_time(item.next_attempt_at) > now:
+            if blocked or (
+                due_only and item.next_attempt_at and _parse_time(item.next_attempt_at) > now
+            ):
                 waiting += 1
                 continue
             try:
                 if self.submitter is None:
-                    raise TransportError("no SMTP submission server is configured")
+                    raise NoSubmitterError()
                 self.submitter.submit(Envelope(item.sender, item.recipients), item.wire)
             except TransportError as exc:
                 failed = self._after_failure(
@@ -641,11 +743,21 @@ class Agent:
                     waiting += 1
                 else:
                     log.warning("outbox item %d refused for good", item.id)
+                if needs_fixing(exc):
+                    problem = problem or str(
+                        NotSentError(
+                            exc,
+                            message=item.message,
+                            message_id="",
+                            recipients=item.recipients,
+                        )
+                    )
+                    blocked = not isinstance(exc, ServerRefusedError)
             else:
                 self.store.outbox_done(item.id)
                 self.audit.record("sent", item.message, detail="from the outbox")
                 sent += 1
-        return sent, waiting
+        return OutboxRound(sent, waiting, problem)
 
     # -- receiving ---------------------------------------------------------------------------------
 
@@ -662,22 +774,26 @@ class Agent:
             workers=self.policy.fetch_workers,
             start_after=self.policy.fetch_workers_after,
         ) as opener:
-            for (message, wire, outer), result in opener.map(self._to_open()):
+            for (message, wire, outer), result in opener.map(self._to_open(report)):
                 self._judge(message, wire, outer, report, result)
                 if progress is not None:
                     progress(1)
         return report
 
-    def _to_open(self) -> Iterator[tuple[tuple[int, bytes, dict[str, str | None]], bytes]]:
+    def _to_open(
+        self, report: FetchReport
+    ) -> Iterator[tuple[tuple[int, bytes, dict[str, str | None]], bytes]]:
         """Messages left pending by an interrupted fetch, then new ones, each stored first;
-        with each, its wire bytes and outer header fields for the judging."""
+        with each, its wire bytes and outer header fields for the judging. A message that is
+        byte for byte one already stored (moved between two fetched folders) is recorded as
+        a copy, counted in ``report.already_had``, and not opened again."""
         for message in self.store.pending():
             wire = self.store.get(message).wire
             yield (message, wire, _outer_fields(wire)), wire
         for name, source in self.sources.items():
             for remote in self._remote_messages(name, source):
                 outer = _outer_fields(remote.data)
-                stored = self.store.add_received(
+                arrival = self.store.add_arrival(
                     account=name,
                     mailbox=remote.mailbox,
                     uidvalidity=remote.uidvalidity,
@@ -685,8 +801,10 @@ class Agent:
                     wire=remote.data,
                     outer=outer,
                 )
-                if stored is not None:  # None: already have it (a re-fetch after a crash)
-                    yield (stored, remote.data, outer), remote.data
+                if arrival.copy_of is not None:
+                    report.already_had += 1
+                elif arrival.id is not None:  # None: already have it (a re-fetch after a crash)
+                    yield (arrival.id, remote.data, outer), remote.data
 
     def _remote_messages(self, name: str, source: MailboxSource) -> Iterator[RemoteMessage]:
         """New messages of one source; a renumbered IMAP mailbox (UIDVALIDITY) is read again

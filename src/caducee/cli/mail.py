@@ -20,8 +20,8 @@ import click
 
 from caducee.cli.commands import CONFIG_OPTION, JSON_OPTION, MailCommand, emit
 from caducee.config import Config, load_config
-from caducee.errors import CaduceeError, CryptoError, UsageError
-from caducee.store.messages import StoreError
+from caducee.errors import CaduceeError, CryptoError, TransportError, UsageError
+from caducee.store.messages import OutboxItem, StoreError
 
 
 class NoSuchMessageError(StoreError):
@@ -35,6 +35,24 @@ class UnopenedMessageError(CryptoError):
     def __init__(self, message: str, details: dict[str, Any]) -> None:
         super().__init__(message)
         self.details = details
+
+
+class StillWaitingError(TransportError):
+    """``outbox --retry`` left messages waiting; ``details`` holds the outbox for ``--json``."""
+
+    def __init__(self, message: str, details: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+def _waiting_summary(items: list[OutboxItem]) -> str:
+    """The first message waiting and why (the others usually wait for the same reason)."""
+    first = items[0]
+    more = f" (and {len(items) - 1} more)" if len(items) > 1 else ""
+    return (
+        f"message {first.message} to {', '.join(first.recipients)}{more}:"
+        f" {first.last_error or 'not tried yet'}"
+    )
 
 
 def _pin_prompt(label: str) -> str:
@@ -184,13 +202,15 @@ def fetch(config_path: pathlib.Path | None, as_json: bool) -> None:
                 "flagged": report.flagged,
                 "failed": report.failed,
                 "receipts": report.receipts,
+                "already_had": report.already_had,
                 "ids": report.ids,
             }
         )
         return
+    had = f", {report.already_had} already had" if report.already_had else ""
     click.echo(
         f"{report.new} new: {report.valid} signed and encrypted, {report.flagged} flagged,"
-        f" {report.failed} could not be opened, {report.receipts} read receipt(s)"
+        f" {report.failed} could not be opened, {report.receipts} read receipt(s){had}"
     )
 
 
@@ -389,8 +409,6 @@ def export(
 @click.option("--interval", type=float, default=None, help="Seconds between rounds.")
 def agent(config_path: pathlib.Path | None, once: bool, interval: float | None) -> None:
     """Run continuously: fetch new mail (IMAP IDLE or polling), retry the outbox."""
-    from caducee.errors import TransportError
-
     config: Config = load_config(config_path)
     wait = interval or config.policy.poll_interval
     stop = threading.Event()
@@ -408,16 +426,23 @@ def agent(config_path: pathlib.Path | None, once: bool, interval: float | None) 
                     fetched = mail_agent.fetch().new
                 except TransportError as exc:  # a source down: still retry the outbox
                     failures.append(exc)
+                needs_fixing: str | None = None
                 try:
-                    sent, waiting = mail_agent.retry_outbox(due_only=True)
+                    outcome = mail_agent.retry_outbox(due_only=True)
+                    sent, waiting = outcome
+                    needs_fixing = getattr(outcome, "needs_fixing", None)
                 except TransportError as exc:
                     failures.append(exc)
                     sent = waiting = 0
+                queue = mail_agent.store.outbox() if waiting else []
                 click.echo(
                     f"fetched {'nothing' if fetched is None else fetched},"
-                    f" sent {sent}, waiting {waiting}",
+                    f" sent {sent}, waiting {waiting}"
+                    + (f": {_waiting_summary(queue)}" if queue else ""),
                     err=True,
                 )
+                if needs_fixing:  # said every round: it will not pass by itself
+                    click.echo(f"warning: {needs_fixing}", err=True)
                 if once and failures:  # one round asked: its failure is the exit status
                     raise failures[0]
                 for failure in failures:  # server down: say so, keep running
@@ -476,11 +501,20 @@ def outbox(config_path: pathlib.Path | None, retry: bool, as_json: bool) -> None
         }
         for i in items
     ]
+    # asked to send now and some could not go: an error, naming why the first one waits
+    still = (
+        f"sent {result[0]}, still waiting {len(items)}: {_waiting_summary(items)}"
+        if result is not None and items
+        else None
+    )
     if as_json:
-        emit({"waiting": rows, **({"sent": result[0]} if result else {})})
+        data = {"waiting": rows, **({"sent": result[0]} if result else {})}
+        if still is not None:
+            raise StillWaitingError(still, data)
+        emit(data)
         return
-    if result is not None:
-        click.echo(f"sent {result[0]}, still waiting {result[1]}")
+    if result is not None and still is None:
+        click.echo(f"sent {result[0]}, still waiting {len(items)}")
     if not rows:
         click.echo("the outbox is empty")
     for r in rows:
@@ -489,3 +523,5 @@ def outbox(config_path: pathlib.Path | None, retry: bool, as_json: bool) -> None
             f" {r['attempts']} attempt(s), last error: {r['last_error']}"
             + (f", next attempt {r['next_attempt_at']}" if r["next_attempt_at"] else "")
         )
+    if still is not None:
+        raise StillWaitingError(still, {})

@@ -10,6 +10,11 @@ The wire bytes are committed first (status ``pending``), the verdict in a second
 pending row is simply opened again on the next fetch. The wire bytes live in their own table
 (``wires``) so that recording a verdict or a receipt does not rewrite the whole message.
 
+A message moved (or copied) on the server from one fetched folder to another arrives again
+under a new key with the same bytes. Its row is still recorded, so that each folder's resume
+position advances, but as a copy of the first one (``copy_of``, found by the SHA-256 of the
+wire bytes): copies are not listed, counted, opened or kept twice.
+
 Sent messages carry one row per recipient with its delivery state (sent, then processed or
 displayed as signed MDNs arrive). The outbox (messages a server refused for now) is a table too.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
 import os
 import pathlib
 import sqlite3
@@ -27,7 +33,7 @@ from collections.abc import Iterator, Sequence
 from caducee.errors import CaduceeError, UsageError
 from caducee.sqlitetx import immediate
 
-__all__ = ["MessageStore", "OutboxItem", "RecipientState", "StoredMessage", "StoreError"]
+__all__ = ["Arrival", "MessageStore", "OutboxItem", "RecipientState", "StoredMessage", "StoreError"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -50,6 +56,8 @@ CREATE TABLE IF NOT EXISTS messages (
     is_mdn INTEGER NOT NULL DEFAULT 0,
     mdn_requested TEXT,
     mdn_sent TEXT,
+    sha256 TEXT,
+    copy_of INTEGER REFERENCES messages (id),
     UNIQUE (account, mailbox, uidvalidity, uid)
 );
 CREATE INDEX IF NOT EXISTS messages_message_id ON messages (message_id);
@@ -156,6 +164,19 @@ class OutboxItem:
         return f"<OutboxItem {self.id} for message {self.message}, {self.attempts} attempt(s)>"
 
 
+@dataclasses.dataclass(frozen=True)
+class Arrival:
+    """What storing one received message did: ``id`` of the new row to open (None when it was
+    stored before, or is a copy), ``copy_of`` the message it repeats byte for byte."""
+
+    id: int | None
+    copy_of: int | None = None
+
+
+def _sha256(wire: bytes) -> str:
+    return hashlib.sha256(wire).hexdigest()
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
 
@@ -216,6 +237,20 @@ class MessageStore:
                     "INSERT OR IGNORE INTO wires (message, wire) SELECT id, wire FROM messages"
                 )
                 db.execute("ALTER TABLE messages DROP COLUMN wire")
+        if "copy_of" not in columns:  # received copies are recognised by their bytes' hash
+            self._db.create_function("caducee_sha256", 1, _sha256, deterministic=True)
+            with self.transaction() as db:
+                db.execute("ALTER TABLE messages ADD COLUMN sha256 TEXT")
+                db.execute(
+                    "ALTER TABLE messages ADD COLUMN copy_of INTEGER REFERENCES messages (id)"
+                )
+                db.execute(
+                    "UPDATE messages SET sha256 = (SELECT caducee_sha256(w.wire) FROM wires w"
+                    " WHERE w.message = messages.id) WHERE direction = 'in'"
+                )
+        self._db.execute(
+            "CREATE INDEX IF NOT EXISTS messages_sha256 ON messages (sha256) WHERE direction = 'in'"
+        )
 
     def close(self) -> None:
         self._db.close()
@@ -276,12 +311,44 @@ class MessageStore:
         wire: bytes,
         outer: dict[str, str | None],
     ) -> int | None:
-        """Store the wire bytes (status pending); None when this UID is already stored."""
+        """Store the wire bytes (status pending); None when this UID is already stored or the
+        message is a copy of one stored before (see :meth:`add_arrival`)."""
+        return self.add_arrival(
+            account=account,
+            mailbox=mailbox,
+            uidvalidity=uidvalidity,
+            uid=uid,
+            wire=wire,
+            outer=outer,
+        ).id
+
+    def add_arrival(
+        self,
+        *,
+        account: str,
+        mailbox: str,
+        uidvalidity: int,
+        uid: str,
+        wire: bytes,
+        outer: dict[str, str | None],
+    ) -> Arrival:
+        """Store a received message (status pending) and say whether it is new.
+
+        Same key as a stored row: nothing written (a re-fetch after a crash). Same bytes as a
+        received message stored under another key (moved between fetched folders): a row
+        marked as its copy, without the bytes, so the folder's position still advances."""
+        digest = _sha256(wire)
         with self.transaction(recoverable=True) as db:
+            first = db.execute(
+                "SELECT id FROM messages WHERE direction = 'in' AND sha256 = ?"
+                " AND copy_of IS NULL ORDER BY id LIMIT 1",
+                (digest,),
+            ).fetchone()
+            copy_of = int(first["id"]) if first is not None else None
             cur = db.execute(
                 "INSERT OR IGNORE INTO messages (direction, account, mailbox, uidvalidity, uid,"
-                " stored_at, outer_from, outer_to, outer_subject, outer_date, message_id)"
-                " VALUES ('in', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " stored_at, outer_from, outer_to, outer_subject, outer_date, message_id,"
+                " sha256, copy_of, status) VALUES ('in', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     account,
                     mailbox,
@@ -293,17 +360,23 @@ class MessageStore:
                     outer.get("subject"),
                     outer.get("date"),
                     outer.get("message-id"),
+                    digest,
+                    copy_of,
+                    "pending" if copy_of is None else "copy",
                 ),
             )
             if cur.rowcount != 1:
-                return None
+                return Arrival(None)
+            if copy_of is not None:
+                return Arrival(None, copy_of)
             db.execute("INSERT INTO wires (message, wire) VALUES (?, ?)", (cur.lastrowid, wire))
-            return cur.lastrowid
+            return Arrival(cur.lastrowid)
 
     def pending(self) -> list[int]:
         """Received messages stored but not yet opened (e.g. a crash came in between)."""
         rows = self._db.execute(
-            "SELECT id FROM messages WHERE direction = 'in' AND status = 'pending' ORDER BY id"
+            "SELECT id FROM messages WHERE direction = 'in' AND status = 'pending'"
+            " AND copy_of IS NULL ORDER BY id"
         )
         return [int(r["id"]) for r in rows]
 
@@ -490,7 +563,7 @@ class MessageStore:
     def messages(
         self, direction: str | None = None, include_mdn: bool = False
     ) -> list[StoredMessage]:
-        sql = _SELECT + " WHERE 1 = 1"
+        sql = _SELECT + " WHERE m.copy_of IS NULL"
         args: list[object] = []
         if direction is not None:
             sql += " AND m.direction = ?"
@@ -500,7 +573,9 @@ class MessageStore:
         return [self._message(r) for r in self._db.execute(sql + " ORDER BY m.id", args)]
 
     def count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+        """Messages kept (a received copy of a message already kept is not counted)."""
+        row = self._db.execute("SELECT COUNT(*) FROM messages WHERE copy_of IS NULL").fetchone()
+        return int(row[0])
 
     # -- what correspondents can decrypt -----------------------------------------------------------
 
