@@ -273,6 +273,12 @@ def test_cli_send_with_the_wrong_tls_mode_exits_7_kept_in_the_outbox(
         summary = once.stderr.splitlines()[0]
         assert summary.startswith("fetched 0, sent 0, waiting 2: message")
         assert "(and 1 more): needs fixing: SMTP 127.0.0.1:" in summary and "TLS" in summary
+        # the configuration fixed, the agent started again: its first round sends what was put
+        # off for six hours, without waiting for them
+        config.write_text(config.read_text().replace('security = "tls"', 'security = "none"'))
+        fixed = caducee("agent", "--once", "--config", str(config))
+        assert fixed.returncode == 0, fixed.stderr
+        assert fixed.stderr.splitlines()[0] == "fetched 0, sent 2, waiting 0"
 
 
 def test_cli_outbox_retry_fails_while_messages_wait_and_agent_names_them(

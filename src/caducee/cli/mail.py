@@ -408,7 +408,10 @@ def export(
 @click.option("--once", is_flag=True, help="One round (fetch and outbox retry), then exit.")
 @click.option("--interval", type=float, default=None, help="Seconds between rounds.")
 def agent(config_path: pathlib.Path | None, once: bool, interval: float | None) -> None:
-    """Run continuously: fetch new mail (IMAP IDLE or polling), retry the outbox."""
+    """Run continuously: fetch new mail (IMAP IDLE or polling), retry the outbox.
+
+    The first round tries everything waiting in the outbox (the configuration may just have
+    been fixed); later rounds try what is due (1 minute, doubling, at most 6 hours)."""
     config: Config = load_config(config_path)
     wait = interval or config.policy.poll_interval
     stop = threading.Event()
@@ -419,6 +422,7 @@ def agent(config_path: pathlib.Path | None, once: bool, interval: float | None) 
     previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with _agent(config_path) as mail_agent:
+            first_round = True
             while not stop.is_set():
                 failures: list[TransportError] = []
                 fetched: Any = None
@@ -428,7 +432,7 @@ def agent(config_path: pathlib.Path | None, once: bool, interval: float | None) 
                     failures.append(exc)
                 needs_fixing: str | None = None
                 try:
-                    outcome = mail_agent.retry_outbox(due_only=True)
+                    outcome = mail_agent.retry_outbox(due_only=not first_round)
                     sent, waiting = outcome
                     needs_fixing = getattr(outcome, "needs_fixing", None)
                 except TransportError as exc:
@@ -449,6 +453,7 @@ def agent(config_path: pathlib.Path | None, once: bool, interval: float | None) 
                     click.echo(f"warning: {failure}", err=True)
                 if once:
                     break
+                first_round = False
                 _wait(mail_agent, wait, stop)
     finally:
         for sig, handler in previous.items():
