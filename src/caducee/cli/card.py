@@ -288,19 +288,7 @@ def _check_cert_dir(cert_out: str | None) -> None:
 
 def _check_cert_files(cert_out: str | None, ca_file: str, overwrite: bool) -> None:
     """The certificate files --cert-out will hold: not there yet, unless --overwrite."""
-    if cert_out is None:
-        return
-    out = pathlib.Path(cert_out)
-    names = (SIGNATURE_FILE, ENCRYPTION_FILE, ca_file)
-    for name in names:
-        if (out / name).is_dir():
-            raise UsageError(f"--cert-out {out}: {name} is a directory")
-    existing = [n for n in names if (out / n).exists() or (out / n).is_symlink()]
-    if existing and not overwrite:
-        raise UsageError(
-            f"--cert-out {out}: {', '.join(existing)} already there; choose another "
-            "directory, or add --overwrite"
-        )
+    _check_out_files(cert_out, (SIGNATURE_FILE, ENCRYPTION_FILE, ca_file), overwrite)
 
 
 def _write_public(path: pathlib.Path, data: bytes, overwrite: bool) -> None:
@@ -629,7 +617,7 @@ def renew_command(
 
     # 1. every input, before the card or the CA key is touched
     _check_cert_dir(cert_out)
-    _check_renewed_files(cert_out, _renewed_files(purpose), overwrite)
+    _check_out_files(cert_out, _renewed_files(purpose), overwrite)
     if keystore_path is not None:
         check_keystore_target(keystore_path)
     CAStore(ca_dir).config()  # a missing CA is said before any passphrase is asked
@@ -650,7 +638,8 @@ def renew_command(
             directory.close()
 
 
-def _check_renewed_files(cert_out: str | None, names: tuple[str, ...], overwrite: bool) -> None:
+def _check_out_files(cert_out: str | None, names: tuple[str, ...], overwrite: bool) -> None:
+    """``names`` in --cert-out: none there yet (nor a directory instead), unless --overwrite."""
     if cert_out is None:
         return
     out = pathlib.Path(cert_out)
