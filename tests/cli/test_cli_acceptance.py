@@ -255,6 +255,21 @@ def test_read_unknown_message_is_a_store_error(world: World) -> None:
     assert "no message 9999" in _one_line(nothing.stderr)
 
 
+def test_unknown_message_is_said_without_the_card(world: World, tmp_path: pathlib.Path) -> None:
+    """The card is not in the reader: asking for a message that does not exist still says so
+    (exit 9), rather than asking for the card (exit 5)."""
+    text = world.cardio.read_text()
+    text = re.sub(r'(?m)^(signing|decryption)_(key|cert) = .*\n', "", text)
+    card = "pkcs11:token=absent-card?module-path=/usr/lib/softhsm/libsofthsm2.so"
+    text = text.replace("[identity]\n", f'[identity]\ncard = "{card}"\n')
+    config = tmp_path / "card.toml"
+    config.write_text(text)
+    for command in (["read", "9999"], ["export", "9999", "--attachments", str(tmp_path / "o")]):
+        done = caducee(*command, "--config", str(config))
+        assert done.returncode == 9, done.stderr
+        assert "no message 9999" in _one_line(done.stderr)
+
+
 @pytest.mark.parametrize("kind", ["garbage", "truncated"])
 def test_read_of_a_failed_message_says_why_without_bytes(world: World, kind: str) -> None:
     message = str(world.ids[kind])

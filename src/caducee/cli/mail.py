@@ -329,7 +329,7 @@ def read(
     config_path: pathlib.Path | None, message_id: int, no_receipt: bool, as_json: bool
 ) -> None:
     """Decrypt and show one message (text only; remote content is never loaded)."""
-    with _agent(config_path) as agent:
+    with _agent(config_path, need_keys=False) as agent:  # no card needed to say "no such"
         try:
             _stored(agent, message_id)
         except UnopenedMessageError as exc:
@@ -338,6 +338,7 @@ def read(
                 for name, value in exc.details["headers"].items():
                     click.echo(f"{name.capitalize()}: {value}")
             raise
+    with _agent(config_path) as agent:
         view = agent.read(message_id, send_receipt=not no_receipt)
     if as_json:
         emit(view.to_json())
@@ -379,8 +380,9 @@ def export(
     config_path: pathlib.Path | None, message_id: int, directory: pathlib.Path, as_json: bool
 ) -> None:
     """Write a message's attachments (mode 0600, safe names)."""
-    with _agent(config_path) as agent:
+    with _agent(config_path, need_keys=False) as agent:  # no card needed to say "no such"
         _stored(agent, message_id)
+    with _agent(config_path) as agent:
         if as_json or not sys.stderr.isatty():
             written = agent.export(message_id, directory)
         else:
