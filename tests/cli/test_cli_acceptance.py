@@ -259,7 +259,7 @@ def test_unknown_message_is_said_without_the_card(world: World, tmp_path: pathli
     """The card is not in the reader: asking for a message that does not exist still says so
     (exit 9), rather than asking for the card (exit 5)."""
     text = world.cardio.read_text()
-    text = re.sub(r'(?m)^(signing|decryption)_(key|cert) = .*\n', "", text)
+    text = re.sub(r"(?m)^(signing|decryption)_(key|cert) = .*\n", "", text)
     card = "pkcs11:token=absent-card?module-path=/usr/lib/softhsm/libsofthsm2.so"
     text = text.replace("[identity]\n", f'[identity]\ncard = "{card}"\n')
     config = tmp_path / "card.toml"
