@@ -14,7 +14,7 @@ from caducee.agent import Agent
 from caducee.store.messages import MessageStore
 
 from .conftest import AgentFactory, Operators, PostOffice
-from .test_exchange import _store_of_an_earlier_version
+from .test_exchange import FIRST_MESSAGES_TABLE, _store_of_an_earlier_version
 
 servers = pytest.importorskip("caducee.mail.servers", reason="mail servers module missing")
 imapclient = pytest.importorskip("imapclient", reason="imapclient missing")
@@ -183,14 +183,7 @@ def test_store_of_an_earlier_version_recognises_copies_of_what_it_holds(tmp_path
 def test_store_from_before_the_wires_table_is_migrated_in_one_go(tmp_path: pathlib.Path):
     path = _store_of_an_earlier_version(
         tmp_path,
-        "CREATE TABLE messages (id INTEGER PRIMARY KEY, direction TEXT NOT NULL, account TEXT"
-        " NOT NULL, mailbox TEXT NOT NULL, uidvalidity INTEGER NOT NULL, uid TEXT NOT NULL,"
-        " stored_at TEXT NOT NULL, wire BLOB NOT NULL, outer_from TEXT, outer_to TEXT,"
-        " outer_subject TEXT, outer_date TEXT, message_id TEXT, status TEXT NOT NULL DEFAULT"
-        " 'pending', encrypted INTEGER, signature TEXT, reason TEXT, signer_email TEXT,"
-        " signer_subject TEXT, signer_issuer TEXT, signing_time TEXT, verified_at TEXT,"
-        " error TEXT, is_mdn INTEGER NOT NULL DEFAULT 0, mdn_requested TEXT, mdn_sent TEXT,"
-        " UNIQUE (account, mailbox, uidvalidity, uid))",
+        FIRST_MESSAGES_TABLE,
         "INSERT INTO messages (direction, account, mailbox, uidvalidity, uid, stored_at, wire)"
         " VALUES ('in', 'inbox', 'INBOX', 1, '7', '2026-01-01T00:00:00+00:00', x'0a0b')",
     )

@@ -195,6 +195,19 @@ def test_outbox_waits_longer_after_each_failure(
     assert martin.store.get(sent.id).recipients[0].state == "sent"
 
 
+#: The messages table as the first versions wrote it (the wire bytes in the row).
+FIRST_MESSAGES_TABLE = (
+    "CREATE TABLE messages (id INTEGER PRIMARY KEY, direction TEXT NOT NULL, account TEXT"
+    " NOT NULL, mailbox TEXT NOT NULL, uidvalidity INTEGER NOT NULL, uid TEXT NOT NULL,"
+    " stored_at TEXT NOT NULL, wire BLOB NOT NULL, outer_from TEXT, outer_to TEXT,"
+    " outer_subject TEXT, outer_date TEXT, message_id TEXT, status TEXT NOT NULL DEFAULT"
+    " 'pending', encrypted INTEGER, signature TEXT, reason TEXT, signer_email TEXT,"
+    " signer_subject TEXT, signer_issuer TEXT, signing_time TEXT, verified_at TEXT,"
+    " error TEXT, is_mdn INTEGER NOT NULL DEFAULT 0, mdn_requested TEXT, mdn_sent TEXT,"
+    " UNIQUE (account, mailbox, uidvalidity, uid))"
+)
+
+
 def _store_of_an_earlier_version(tmp_path: pathlib.Path, *statements: str) -> pathlib.Path:
     path = tmp_path / "old.sqlite"
     old = sqlite3.connect(path)
@@ -224,14 +237,7 @@ def test_store_of_an_earlier_version_gains_the_retry_column(tmp_path: pathlib.Pa
 def test_store_of_an_earlier_version_keeps_its_messages(tmp_path: pathlib.Path):
     path = _store_of_an_earlier_version(
         tmp_path,
-        "CREATE TABLE messages (id INTEGER PRIMARY KEY, direction TEXT NOT NULL, account TEXT"
-        " NOT NULL, mailbox TEXT NOT NULL, uidvalidity INTEGER NOT NULL, uid TEXT NOT NULL,"
-        " stored_at TEXT NOT NULL, wire BLOB NOT NULL, outer_from TEXT, outer_to TEXT,"
-        " outer_subject TEXT, outer_date TEXT, message_id TEXT, status TEXT NOT NULL DEFAULT"
-        " 'pending', encrypted INTEGER, signature TEXT, reason TEXT, signer_email TEXT,"
-        " signer_subject TEXT, signer_issuer TEXT, signing_time TEXT, verified_at TEXT,"
-        " error TEXT, is_mdn INTEGER NOT NULL DEFAULT 0, mdn_requested TEXT, mdn_sent TEXT,"
-        " UNIQUE (account, mailbox, uidvalidity, uid))",
+        FIRST_MESSAGES_TABLE,
         "INSERT INTO messages (direction, account, mailbox, uidvalidity, uid, stored_at, wire)"
         " VALUES ('in', 'imap', 'INBOX', 1, '7', '2026-01-01T00:00:00+00:00', x'0102')",
     )

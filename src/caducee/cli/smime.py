@@ -47,6 +47,17 @@ INKEY_HELP = (
     "Key: PEM/DER, PKCS#12, or a pkcs11: URI (card PIN: --passin, else the URI's pin-source=, "
     "else the CADUCEE_PIN environment variable, else a prompt on the terminal)."
 )
+BINARY_OPTION = click.option(
+    "--binary",
+    is_flag=True,
+    help="With --outform der|pem: take the input as it is (no CRLF line endings), as openssl's "
+    "-binary; for binary content such as a PDF.",
+)
+TEXT_OPTION = click.option(
+    "--text",
+    is_flag=True,
+    help="Input is plain text without MIME headers: wrap it as text/plain first.",
+)
 IN_HELP = "Input file ('-': standard input)."
 FORCE_HELP = "Overwrite an existing --out file."
 
@@ -232,15 +243,8 @@ def _der_out(der: bytes, outform: str) -> bytes:
 @click.option("--detached/--opaque", default=True, show_default=True)
 @click.option("--nodetach", is_flag=True, help="Same as --opaque (openssl's name).")
 @click.option("--outform", type=FORMATS, default="smime", show_default=True)
-@click.option(
-    "--binary", is_flag=True,
-    help="With --outform der|pem: take the input as it is (no CRLF line endings), as openssl's "
-    "-binary; for binary content such as a PDF.",
-)  # fmt: skip
-@click.option(
-    "--text", is_flag=True,
-    help="Input is plain text without MIME headers: wrap it as text/plain first.",
-)  # fmt: skip
+@BINARY_OPTION
+@TEXT_OPTION
 @click.option("--entity", is_flag=True, help="Sign the input as a bare MIME entity.")
 @click.option(
     "--no-header-protection", is_flag=True,
@@ -556,15 +560,8 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     "--legacy", is_flag=True, help="Recipients are legacy (gpgsm): AES-CBC + PKCS#1 v1.5."
 )
 @click.option("--outform", type=FORMATS, default="smime", show_default=True)
-@click.option(
-    "--binary", is_flag=True,
-    help="With --outform der|pem: take the input as it is (no CRLF line endings), as openssl's "
-    "-binary; for binary content such as a PDF.",
-)  # fmt: skip
-@click.option(
-    "--text", is_flag=True,
-    help="Input is plain text without MIME headers: wrap it as text/plain first.",
-)  # fmt: skip
+@BINARY_OPTION
+@TEXT_OPTION
 @click.option("--entity", is_flag=True, help="Encrypt the input as a bare MIME entity.")
 @click.option(
     "--no-header-protection", is_flag=True,
