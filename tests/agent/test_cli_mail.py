@@ -47,14 +47,18 @@ def caducee(
     )
 
 
-def caducee_tty(*args: str) -> tuple[int, str]:
-    """Run caducee with a pseudo-terminal as stdout and stderr (progress bars are shown)."""
+def caducee_tty(*args: str, answers: list[str] | None = None) -> tuple[int, str]:
+    """Run caducee with a pseudo-terminal as stdout and stderr (progress bars are shown); with
+    ``answers``, as stdin too, typing them line by line at its prompts."""
     master, slave = os.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-c", "from caducee.cli.main import main; main()", *args],
-        stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, close_fds=True,
+        stdin=subprocess.DEVNULL if answers is None else slave,
+        stdout=slave, stderr=slave, close_fds=True,
     )  # fmt: skip
     os.close(slave)
+    if answers is not None:
+        os.write(master, "".join(a + "\n" for a in answers).encode())
     chunks = []
     while True:
         try:

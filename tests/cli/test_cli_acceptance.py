@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pathlib
 import re
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
 
 from tests.agent.conftest import Operators, ops  # noqa: F401  (ops: the session fixture)
-from tests.agent.test_cli_mail import _setup, caducee
+from tests.agent.test_cli_mail import _setup, caducee, caducee_tty
 
 embedded = pytest.importorskip("caducee.mail.embedded", reason="embedded mail service missing")
 
@@ -198,24 +195,7 @@ def test_docs_card_uri_examples_put_the_module_after_the_question_mark() -> None
 
 def _caducee_pty(args: list[str], answers: list[str]) -> tuple[int, str]:
     """Run caducee on a terminal (interactive prompts), typing ``answers`` line by line."""
-    master, slave = os.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from caducee.cli.main import main; main()", *args],
-        stdin=slave, stdout=slave, stderr=slave, close_fds=True,
-    )  # fmt: skip
-    os.close(slave)
-    os.write(master, "".join(a + "\n" for a in answers).encode())
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:  # the child closed its end
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(master)
-    return proc.wait(timeout=120), b"".join(chunks).decode(errors="replace")
+    return caducee_tty(*args, answers=answers)
 
 
 def test_interactive_init_refuses_a_missing_key_file(world: World, tmp_path: pathlib.Path) -> None:
