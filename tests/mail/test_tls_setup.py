@@ -13,6 +13,7 @@ import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -75,6 +76,16 @@ def _clients(path: pathlib.Path) -> tuple[SmtpSubmitter, ImapMailbox]:
         ssl_context=mail_ssl_context(server),
     )
     return submitter, box
+
+
+def _alice_box(
+    host: str, port: int, mail_tls: servers.TlsFiles | None = None, **options: Any
+) -> ImapMailbox:
+    """Alice's INBOX (or ``mailbox=``) on op1's Dovecot, trusting the test CA when given."""
+    context = servers.client_context(mail_tls) if mail_tls is not None else None
+    return ImapMailbox(
+        host, port, username=ALICE, password=OP1[ALICE], ssl_context=context, **options
+    )
 
 
 # -- #1: ca_file ---------------------------------------------------------------------------------
@@ -184,15 +195,7 @@ def test_plain_client_on_an_implicit_tls_port_gets_a_hint(
         'does this port expect security = "tls"?'
     )
     dovecot = network.operator("op1.test").dovecot
-    box = ImapMailbox(
-        dovecot.host,
-        dovecot.imaps_port,
-        username=ALICE,
-        password=OP1[ALICE],
-        security=security,  # type: ignore[arg-type]
-        timeout=1,
-        ssl_context=servers.client_context(mail_tls),
-    )
+    box = _alice_box(dovecot.host, dovecot.imaps_port, mail_tls, security=security, timeout=1)
     with box, pytest.raises(ImapUnavailableError) as imap_error:
         list(box.fetch_new(None))
     assert 'no greeting within 1 s (timed out): does this port expect security = "tls"?' in str(
@@ -211,14 +214,7 @@ def test_the_greeting_wait_is_shorter_than_the_timeout(
     with pytest.raises(SmtpUnavailableError, match=r"no greeting within 0\.5 s"):
         submitter.submit(Envelope(ALICE, (ALICE,)), message("x"))
     dovecot = network.operator("op1.test").dovecot
-    box = ImapMailbox(
-        dovecot.host,
-        dovecot.imaps_port,
-        username=ALICE,
-        password=OP1[ALICE],
-        security="none",
-        timeout=30,
-    )
+    box = _alice_box(dovecot.host, dovecot.imaps_port, security="none", timeout=30)
     with box, pytest.raises(ImapUnavailableError, match=r"no greeting within 0\.5 s"):
         list(box.fetch_new(None))
 
@@ -240,15 +236,7 @@ def test_tls_client_on_a_starttls_port_gets_a_hint(
     with pytest.raises(SmtpTlsError) as smtp_error:
         submitter.submit(Envelope(ALICE, (ALICE,)), message("x"))
     assert str(smtp_error.value).endswith(hint)
-    box = ImapMailbox(
-        op.dovecot.host,
-        op.dovecot.imap_port,
-        username=ALICE,
-        password=OP1[ALICE],
-        security="tls",
-        timeout=15,
-        ssl_context=servers.client_context(mail_tls),
-    )
+    box = _alice_box(op.dovecot.host, op.dovecot.imap_port, mail_tls, security="tls", timeout=15)
     with box, pytest.raises(ImapTlsError) as imap_error:
         list(box.fetch_new(None))
     assert str(imap_error.value).endswith(hint)
@@ -287,14 +275,8 @@ def test_a_misspelt_folder_suggests_no_missing_setting(
     network: servers.MailNetwork, mail_tls: servers.TlsFiles
 ) -> None:
     op = network.operator("op1.test")
-    box = ImapMailbox(
-        op.dovecot.host,
-        op.dovecot.imap_port,
-        username=ALICE,
-        password=OP1[ALICE],
-        mailbox="Referals",
-        timeout=15,
-        ssl_context=servers.client_context(mail_tls),
+    box = _alice_box(
+        op.dovecot.host, op.dovecot.imap_port, mail_tls, mailbox="Referals", timeout=15
     )
     with box, pytest.raises(imap_module.ImapError) as info:
         list(box.fetch_new(None))
