@@ -50,7 +50,6 @@ from caducee.mail.api import (
     ServerRefusedError,
     Submitter,
 )
-from caducee.mail.smtp import SmtpAuthError, SmtpRejectedError, SmtpTlsError
 from caducee.opening import PARALLEL_AFTER, Opener, Result
 from caducee.store.audit import AuditLog
 from caducee.store.messages import MessageStore, StoredMessage
@@ -109,6 +108,8 @@ class RecipientsUnknownError(DirectoryError):
 class NoSubmitterError(TransportError):
     """No SMTP submission server is configured: nothing can leave until one is."""
 
+    needs_fixing = True
+
     def __init__(self) -> None:
         super().__init__("no SMTP submission server is configured")
 
@@ -145,16 +146,14 @@ def needs_fixing(exc: TransportError) -> bool:
     """Whether a submission failure will repeat until someone changes something: retrying it
     on a timer only hammers the server (a wrong password may even lock the account).
 
-    True when the transport marks the error ``permanent = True``; otherwise by class: the
-    credentials refused, TLS that cannot be established or trusted (wrong mode, certificate,
-    name), no submission server configured, or the whole message refused with a 5xx (not
-    recipient by recipient, which is handled per recipient)."""
-    if getattr(exc, "permanent", False) is True:
+    The transport says so (``TransportError.needs_fixing``: credentials refused, TLS that
+    cannot be established or trusted, no submission server configured); so does a refusal of
+    the whole message with a 5xx (not recipient by recipient, which is handled per
+    recipient)."""
+    if exc.needs_fixing:
         return True
-    if isinstance(exc, SmtpAuthError | SmtpTlsError | NoSubmitterError):
-        return True
-    if isinstance(exc, SmtpRejectedError):
-        return not exc.refused and not exc.accepted and not exc.retryable
+    if isinstance(exc, ServerRefusedError):
+        return not exc.refused and not exc.accepted and not getattr(exc, "retryable", True)
     return False
 
 

@@ -100,9 +100,13 @@ class DirectoryError(CaduceeError):
 
 
 class TransportError(CaduceeError):
-    """SMTP/IMAP/HTTP transport failure."""
+    """SMTP/IMAP/HTTP transport failure.
+
+    ``needs_fixing``: trying again on a timer will not help (credentials refused, TLS that
+    cannot be trusted or established, nothing configured): someone must change something."""
 
     exit_code = 7
+    needs_fixing: bool = False
 
 
 class PolicyError(CaduceeError):

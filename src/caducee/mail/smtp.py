@@ -71,12 +71,14 @@ class SmtpTlsError(SmtpError):
     """TLS could not be established (handshake, certificate, STARTTLS not offered)."""
 
     retryable = True
+    needs_fixing = True
 
 
 class SmtpAuthError(SmtpError):
     """The server refused our credentials (fix the configuration, then the outbox retries)."""
 
     retryable = True
+    needs_fixing = True
 
 
 class SmtpRejectedError(SmtpError, ServerRefusedError):
