@@ -436,7 +436,7 @@ def agent(config_path: pathlib.Path | None, once: bool, interval: float | None) 
                 try:
                     outcome = mail_agent.retry_outbox(due_only=not first_round)
                     sent, waiting = outcome
-                    needs_fixing = getattr(outcome, "needs_fixing", None)
+                    needs_fixing = outcome.needs_fixing
                 except TransportError as exc:
                     failures.append(exc)
                     sent = waiting = 0
