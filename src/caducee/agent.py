@@ -246,6 +246,7 @@ class FetchReport:
     failed: int = 0
     receipts: int = 0
     already_had: int = 0  # the same message again, from another folder (moved on the server)
+    receipts_due: int = 0  # read receipts still held back (a directory did not answer)
     ids: list[int] = dataclasses.field(default_factory=list)
 
 
@@ -367,6 +368,7 @@ class Agent:
         self.policy = policy
         self.clock = clock
         self.random = random
+        self._receipts_blocked = False  # during a fetch: a receipt was held back already
 
     def __repr__(self) -> str:
         return f"<Agent {self.identity.email}>"
@@ -768,6 +770,7 @@ class Agent:
         leaves it pending, to be judged by the next fetch.
         """
         report = FetchReport()
+        self._receipts_blocked = self.send_due_receipts() > 0
         with Opener(
             self.identity.decryption_keys,
             workers=self.policy.fetch_workers,
@@ -777,6 +780,7 @@ class Agent:
                 self._judge(message, wire, outer, report, result)
                 if progress is not None:
                     progress(1)
+        report.receipts_due = len(self.store.receipts_due())
         return report
 
     def _to_open(
@@ -886,7 +890,10 @@ class Agent:
         else:
             report.flagged += 1
         if requested and self.policy.mdn_on_fetch and not is_receipt:
-            self._send_receipt(message, "processed", manual=False)
+            if self._receipts_blocked:  # a directory did not answer in this fetch: no more waits
+                self.store.mark_mdn_due(message, "processed")
+            elif not self._send_receipt(message, "processed", manual=False):
+                self._receipts_blocked = True
 
     def _learn_capabilities(self, opened: OpenedMessage, verdict: _Verdict) -> None:
         """Remember what a correspondent's signature says they can decrypt (RFC 8551 2.7.1)."""
@@ -1036,27 +1043,30 @@ class Agent:
         *,
         manual: bool,
         opened: OpenedMessage | None = None,
-    ) -> None:
-        """Send a signed (and, when possible, encrypted) MDN; failures never hide the mail."""
+    ) -> bool:
+        """Send a signed (and, when possible, encrypted) MDN; failures never hide the mail.
+
+        False when it is held back because a directory did not answer (then it is marked due
+        and :meth:`fetch` tries it again); True otherwise, sent or not sendable at all."""
         stored = self.store.get(message)
         to = stored.mdn_requested
         if not to or self.identity.signing_key is None:
-            return
+            return True
         try:
             opened = opened or self._reopen(stored)
             original_id = opened.headers.get("message-id")
             if not original_id:
-                return
+                return True
             found, problems, unknown = self._lookup_recipients([to])
             if unknown:  # an outage must not downgrade the receipt to unencrypted
                 _, why = unknown[0]
                 log.warning(
-                    "receipt for message %d not sent: %s; it is sent when the message is "
-                    "read again",
+                    "receipt for message %d not sent yet: %s; it is tried again at each fetch",
                     message,
                     why,
                 )
-                return
+                self.store.mark_mdn_due(message, disposition)
+                return False
             encrypt = not problems
             message_id = self._message_id()
             report = mdn.build_mdn(
@@ -1084,9 +1094,21 @@ class Agent:
             )
         except CaduceeError as exc:
             log.warning("receipt for message %d not sent: %s", message, exc)
-            return
+            return True
         self.store.mark_mdn_sent(message, disposition)
         self.audit.record("mdn-sent", message, detail=disposition)
+        return True
+
+    def send_due_receipts(self) -> int:
+        """Send the receipts held back while a directory was down; how many are still due.
+
+        Stops at the first one held back again (the directory is still down: one timeout per
+        round, not one per receipt)."""
+        due = self.store.receipts_due()
+        for index, (message, disposition) in enumerate(due):
+            if not self._send_receipt(message, disposition, manual=disposition == "displayed"):
+                return len(due) - index
+        return 0
 
     def export(
         self,

@@ -17,7 +17,13 @@ from collections.abc import Iterator
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from caducee.agent import Agent, Identity, RecipientsRefusedError, RecipientsUnknownError
+from caducee.agent import (
+    Agent,
+    AgentPolicy,
+    Identity,
+    RecipientsRefusedError,
+    RecipientsUnknownError,
+)
 from caducee.agent_trust import DirectoryFinder, StaticFinder
 from caducee.core.message import protect
 from caducee.directory.api import Directory
@@ -298,7 +304,8 @@ def test_a_directory_down_does_not_downgrade_a_receipt(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The requester's certificate cannot be looked up (directory down): the receipt is not
-    sent in clear, it waits for the next reading."""
+    sent in clear; it is due, and the next fetch sends it without the message being read
+    again."""
     martin = make_agent(ops.martin)
     martin.send([ops.cardio.email], "Résultat", "Voir ci-joint.")
     cardio = _agent_with(make_agent, ops.cardio, dead_directory, StaticFinder())
@@ -308,11 +315,62 @@ def test_a_directory_down_does_not_downgrade_a_receipt(
         cardio.read(got)
     assert len(post.submitted) == before  # nothing sent, in clear or otherwise
     assert cardio.store.get(got).mdn_sent is None
+    assert cardio.store.get(got).mdn_due == "displayed"
     (line,) = [r.getMessage() for r in caplog.records if "receipt" in r.getMessage()]
-    assert "dir2" in line and "read again" in line
-    back = make_agent(ops.cardio)  # the directory is back (the operators' own): sent, encrypted
-    back.read(got)
-    assert len(post.submitted) == before + 1 and back.store.get(got).mdn_sent == "displayed"
+    assert "dir2" in line and "tried again at each fetch" in line
+    assert cardio.fetch().receipts_due == 1  # still down: still due, still nothing sent
+    assert len(post.submitted) == before
+    back = make_agent(ops.cardio)  # the directory is back (the operators' own)
+    report = back.fetch()  # no new mail, no reading: the receipt goes out, encrypted
+    assert report.new == 0 and report.receipts_due == 0
+    assert len(post.submitted) == before + 1
+    stored = back.store.get(got)
+    assert stored.mdn_sent == "displayed" and stored.mdn_due is None
     from caducee.core.mime.enveloped import is_enveloped_mime
 
     assert is_enveloped_mime(post.submitted[-1][1])
+    back.fetch()
+    assert len(post.submitted) == before + 1  # sent once
+
+
+def test_processed_receipts_held_back_are_sent_by_the_next_fetch(
+    ops: Operators,
+    post: PostOffice,
+    make_agent: AgentFactory,
+    dead_directory: Directory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Receipts on fetch (mdn_on_fetch) with the directory down: the first one waits for the
+    directory once, the others are marked due without waiting again; one read meanwhile turns
+    its receipt into "displayed"; all go out at the next fetch once the directory answers."""
+    martin = make_agent(ops.martin)
+    for i in range(3):
+        martin.send([ops.cardio.email], f"result {i}", "see attached")
+    on_fetch = AgentPolicy(mdn_on_fetch=True)
+    cardio = make_agent(
+        ops.cardio, finder=DirectoryFinder(dead_directory, StaticFinder()), policy=on_fetch
+    )
+    before = len(post.submitted)
+    with caplog.at_level(logging.WARNING, logger="caducee.agent"):
+        report = cardio.fetch()
+    assert report.valid == 3 and report.receipts_due == 3
+    waits = [r for r in caplog.records if "not sent yet" in r.getMessage()]
+    assert len(waits) == 1  # one directory timeout per fetch, not one per message
+    assert len(post.submitted) == before
+    first = report.ids[0]
+    cardio.read(first)  # still down: the receipt due becomes "displayed"
+    assert cardio.store.receipts_due() == [
+        (first, "displayed"), (report.ids[1], "processed"), (report.ids[2], "processed")
+    ]  # fmt: skip
+    back = make_agent(ops.cardio, policy=on_fetch)
+    assert back.fetch().receipts_due == 0
+    assert len(post.submitted) == before + 3
+    assert [back.store.get(m).mdn_sent for m in report.ids] == [
+        "displayed", "processed", "processed"
+    ]  # fmt: skip
+    mine = make_agent(ops.martin)
+    mine.fetch()  # the sender sees each receipt
+    states = [dict((r.address, r.state) for r in m.recipients) for m in mine.store.messages("out")]
+    assert sorted(s[ops.cardio.email] for s in states) == [
+        "displayed", "processed", "processed"
+    ]  # fmt: skip

@@ -164,6 +164,7 @@ def test_cli_send_fetch_inbox_read_export(ops: Operators, tmp_path: pathlib.Path
         fetched = caducee("fetch", "--config", str(cardio), "--json")
         assert fetched.returncode == 0, fetched.stderr
         assert json.loads(fetched.stdout)["valid"] == 1
+        assert json.loads(fetched.stdout)["receipts_due"] == 0
         listing = json.loads(caducee("inbox", "--config", str(cardio), "--json").stdout)
         (row,) = listing
         assert row["subject"] == "[encrypted]" and row["status"] == "signed"

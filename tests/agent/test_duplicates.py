@@ -169,7 +169,8 @@ def test_store_of_an_earlier_version_recognises_copies_of_what_it_holds(tmp_path
     )
     with MessageStore(path) as store:
         columns = {r[1] for r in store.connection.execute("PRAGMA table_info(messages)")}
-        assert {"sha256", "copy_of"} <= columns
+        assert {"sha256", "copy_of", "mdn_due"} <= columns
+        assert store.receipts_due() == []
         moved = store.add_arrival(
             account="referrals", mailbox="Referrals", uidvalidity=1, uid="1",
             wire=b"\x01\x02", outer={},

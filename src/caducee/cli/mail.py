@@ -203,6 +203,7 @@ def fetch(config_path: pathlib.Path | None, as_json: bool) -> None:
                 "failed": report.failed,
                 "receipts": report.receipts,
                 "already_had": report.already_had,
+                "receipts_due": report.receipts_due,
                 "ids": report.ids,
             }
         )
@@ -212,6 +213,12 @@ def fetch(config_path: pathlib.Path | None, as_json: bool) -> None:
         f"{report.new} new: {report.valid} signed and encrypted, {report.flagged} flagged,"
         f" {report.failed} could not be opened, {report.receipts} read receipt(s){had}"
     )
+    if report.receipts_due:
+        click.echo(
+            f"{report.receipts_due} read receipt(s) to send are waiting for a directory to"
+            " answer; they are sent at the next fetch",
+            err=True,
+        )
 
 
 def _status(message: Any) -> str:

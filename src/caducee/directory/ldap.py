@@ -18,12 +18,19 @@ certificates        userCertificate;binary (one DER value each) and userSMIMECer
 
 Every filter value goes through ``escape_filter_chars``; every operation has a connect and a
 receive timeout, so a dead server gives :class:`DirectoryUnavailableError`, never a hang.
+
+TLS (``ldaps://``, or ``ldap://`` with ``starttls``) is checked by OpenSSL itself, chain and host
+name, during the handshake: ldap3 2.9.1 turns OpenSSL's host-name check off and calls the
+deprecated ``ssl.match_hostname`` afterwards, which warns on Python 3.11 and is gone in 3.12. A
+failed handshake raises :class:`DirectoryTlsError` saying why (not trusted, wrong host name,
+not TLS on that port).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 import ssl
 import threading
 import warnings
@@ -58,9 +65,16 @@ from caducee.directory.api import (
     fingerprint,
     fold,
 )
-from caducee.errors import DirectoryError
+from caducee.errors import CaduceeError, DirectoryError
 
-__all__ = ["ATTRIBUTES", "LdapDirectory", "entry_attributes", "ldif_record", "smime_bundle"]
+__all__ = [
+    "ATTRIBUTES",
+    "DirectoryTlsError",
+    "LdapDirectory",
+    "entry_attributes",
+    "ldif_record",
+    "smime_bundle",
+]
 
 #: entry field -> LDAP attribute
 ATTRIBUTES = {
@@ -86,6 +100,86 @@ _UNREACHABLE = (
     ldap_exc.LDAPResponseTimeoutError,
     ldap_exc.LDAPSocketCloseError,
 )
+
+
+class DirectoryTlsError(DirectoryUnavailableError):
+    """TLS with the directory failed: certificate not trusted or not for this host, or no TLS
+    on that port. Trying again will not help until someone fixes the URL, ``ca_file`` or the
+    server (``needs_fixing``, as for :class:`caducee.errors.TransportError`)."""
+
+    needs_fixing = True
+
+
+def _tls_context(ca_file: str | os.PathLike[str] | None, where: str) -> ssl.SSLContext:
+    """A client context checking chain and host name: against ``ca_file`` only when given (the
+    operator's CA, read as PEM, DER or PKCS#7), else against the system's CAs."""
+    if ca_file is None:
+        return ssl.create_default_context()
+    from caducee.certfiles import load_certificates
+
+    what = f"{where}: CA file (ca_file) {os.fsdecode(ca_file)}"
+    try:
+        with open(ca_file, "rb") as file:
+            data = file.read()
+    except OSError as exc:
+        raise DirectoryError(f"{what}: cannot read it ({exc.strerror})") from None
+    try:
+        certs = load_certificates(data, what)
+    except CaduceeError as exc:
+        raise DirectoryError(str(exc)) from None
+    der_certs = b"".join(c.public_bytes(serialization.Encoding.DER) for c in certs)
+    try:
+        return ssl.create_default_context(cadata=der_certs)
+    except (ssl.SSLError, ValueError):
+        raise DirectoryError(f"{what}: OpenSSL cannot use these certificates") from None
+
+
+def _tls_failure(exc: BaseException, host: str) -> str:
+    """Why a TLS handshake with ``host`` failed, in words."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        reason = str(exc.verify_message or exc.reason or exc).strip().rstrip(".")
+        low = reason.lower()
+        if "mismatch" in low:
+            return (
+                f"TLS: the server certificate is not valid for {host!r} "
+                "(use the host name the certificate names, or fix the certificate)"
+            )
+        if "issuer" in low or "self-signed" in low or "self signed" in low:
+            return f"TLS: server certificate not trusted ({reason}; check ca_file)"
+        return f"TLS: server certificate refused ({reason})"
+    if isinstance(exc, ssl.SSLEOFError | ConnectionError) or (
+        isinstance(exc, ssl.SSLError) and exc.reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE")
+    ):
+        return (
+            "TLS handshake failed: the server does not speak TLS on this port "
+            "(plain LDAP? use ldap:// or the server's ldaps:// port)"
+        )
+    reason = getattr(exc, "reason", None) or str(exc)
+    return f"TLS handshake failed ({str(reason)[:160]})"
+
+
+class _CheckedTls(ldap3.Tls):  # type: ignore[misc]  # ldap3 is untyped
+    """ldap3's TLS hook, wrapping sockets with our context and the server's host name, so that
+    OpenSSL checks the name during the handshake. ``failure`` keeps why the last one failed:
+    ldap3 re-raises handshake errors as its own, their text nested in tuples."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        super().__init__(validate=ssl.CERT_REQUIRED)
+        self.context = context
+        self.failure: str | None = None
+
+    def wrap_socket(self, connection: Any, do_handshake: bool = False) -> None:
+        host = str(connection.server.host)
+        try:
+            connection.socket = self.context.wrap_socket(
+                connection.socket,
+                server_side=False,
+                do_handshake_on_connect=do_handshake,
+                server_hostname=host,
+            )
+        except (ssl.SSLError, ConnectionError) as exc:
+            self.failure = _tls_failure(exc, host)
+            raise
 
 
 def entry_attributes(entry: DirectoryEntry) -> dict[str, list[Any]]:
@@ -195,7 +289,8 @@ def _holding(certificate: x509.Certificate) -> str:
 class LdapDirectory(Directory):
     """An LDAP directory under ``base_dn``; anonymous for lookups unless ``bind_dn`` is given.
 
-    ``ldaps://`` URLs verify the server certificate against ``ca_file`` (else the system CAs).
+    ``ldaps://`` URLs, and ``ldap://`` ones with ``starttls``, verify the server certificate
+    (chain and host name) against ``ca_file`` only when given, else against the system CAs.
     """
 
     def __init__(
@@ -208,7 +303,8 @@ class LdapDirectory(Directory):
         timeout: float = 5.0,
         name: str | None = None,
         max_results: int = 100,
-        ca_file: str | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
+        starttls: bool = False,
     ) -> None:
         self.url = url
         self.base_dn = base_dn
@@ -222,10 +318,17 @@ class LdapDirectory(Directory):
         #: why the last connection failed: ldap3 then marks the address unavailable and only
         #: says "invalid server address" until it tries again
         self._last_unreachable: str | None = None
-        # ldap3 does not check the server certificate unless told to: for ldaps://, require it.
-        tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=ca_file)
+        self._starttls = starttls
+        if starttls and url.lower().startswith("ldaps:"):
+            raise DirectoryError(f"{self.name}: starttls is for ldap:// URLs; ldaps:// is TLS already")
+        # ldap3 does not check the server certificate unless told to: with TLS, always check.
+        self._tls: _CheckedTls | None = None
+        if starttls or url.lower().startswith("ldaps:"):
+            self._tls = _CheckedTls(_tls_context(ca_file, self.name))
         try:
-            self._server = ldap3.Server(url, connect_timeout=timeout, get_info=ldap3.NONE, tls=tls)
+            self._server = ldap3.Server(
+                url, connect_timeout=timeout, get_info=ldap3.NONE, tls=self._tls
+            )
         except ldap_exc.LDAPException as exc:
             raise DirectoryError(f"invalid LDAP URL {url!r}: {exc}") from None
 
@@ -237,6 +340,8 @@ class LdapDirectory(Directory):
     def _connection(self) -> ldap3.Connection:
         if self._conn is None or self._conn.closed:
             conn = None
+            if self._tls is not None:
+                self._tls.failure = None
             try:
                 conn = ldap3.Connection(
                     self._server,
@@ -246,6 +351,8 @@ class LdapDirectory(Directory):
                     raise_exceptions=False,
                     read_only=False,
                 )
+                if self._starttls:
+                    self._start_tls(conn)
                 if not conn.bind():
                     result = conn.result or {}
                     _close(conn)
@@ -255,9 +362,7 @@ class LdapDirectory(Directory):
             except _UNREACHABLE as exc:
                 if conn is not None:
                     _close(conn)
-                raise DirectoryUnavailableError(
-                    f"{self.name}: {self._why_unreachable(exc)}"
-                ) from None
+                raise self._unavailable("", exc) from None
             except ldap_exc.LDAPException as exc:
                 if conn is not None:
                     _close(conn)
@@ -268,6 +373,32 @@ class LdapDirectory(Directory):
                 raise DirectoryUnavailableError(f"{self.name}: {_NOT_LDAP_WHY}") from None
             self._conn = conn
         return self._conn
+
+    def _start_tls(self, conn: ldap3.Connection) -> None:
+        """Open the connection and switch it to TLS before anything (the bind) is sent."""
+        conn.open()
+        try:
+            started = conn.start_tls()
+        except ldap_exc.LDAPStartTLSError as exc:
+            if self._tls is not None and self._tls.failure:
+                raise  # the handshake failed: reported like an ldaps:// one
+            raise DirectoryTlsError(
+                f"{self.name}: the server refused StartTLS ({str(exc)[:160]})"
+            ) from None
+        if not started:
+            raise DirectoryTlsError(f"{self.name}: StartTLS could not be started")
+
+    def _unavailable(self, op: str, exc: Exception) -> DirectoryUnavailableError:
+        """The error for a transport failure: TLS ones say why, the others what happened."""
+        prefix = f"{self.name}: {op} failed, " if op else f"{self.name}: "
+        tls_failure = self._tls.failure if self._tls is not None else None
+        if tls_failure:
+            self._last_unreachable = tls_failure
+            return DirectoryTlsError(f"{self.name}: {tls_failure}")
+        why = self._why_unreachable(exc)
+        if why.startswith("TLS"):  # ldap3's "invalid server address" after a failed handshake
+            return DirectoryTlsError(f"{self.name}: {why}")
+        return DirectoryUnavailableError(prefix + why)
 
     def _why_unreachable(self, exc: Exception) -> str:
         if "invalid server address" in str(exc) and self._last_unreachable:
@@ -299,9 +430,7 @@ class LdapDirectory(Directory):
                         )
                     ):
                         continue  # the server restarted: one fresh connection
-                    raise DirectoryUnavailableError(
-                        f"{self.name}: {op} failed, {self._why_unreachable(exc)}"
-                    ) from None
+                    raise self._unavailable(op, exc) from None
                 except ldap_exc.LDAPException as exc:
                     self._drop()
                     raise DirectoryError(f"{self.name}: {op} failed: {exc}") from None

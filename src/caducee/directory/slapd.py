@@ -3,10 +3,15 @@
 slapd is started without systemd: a cn=config directory is built offline with ``slapadd -n0``,
 the database may be pre-loaded offline with ``slapadd -n1`` (the fast way to load 100,000
 entries), then ``slapd`` listens on a loopback port only. Nothing here is for production use.
+
+Given a server certificate and key, slapd also listens on ``ldaps://127.0.0.1:<port>``. Debian's
+slapd is linked with GnuTLS (not OpenSSL): only the options both share are used (certificate and
+key files, PEM). slapd runs as the calling user, so key files kept 0600 by their owner work.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
 import os
@@ -53,7 +58,19 @@ def suffix_for(domain: str) -> str:
     return ",".join(f"dc={part}" for part in domain.split("."))
 
 
-def _config_ldif(suffix: str, root_dn: str, password: str, db_dir: pathlib.Path) -> str:
+def _config_ldif(
+    suffix: str,
+    root_dn: str,
+    password: str,
+    db_dir: pathlib.Path,
+    tls: tuple[pathlib.Path, pathlib.Path] | None = None,
+) -> str:
+    global_tls = ""
+    if tls is not None:  # base64 values: any path is a valid LDIF value
+        global_tls = "".join(
+            f"\n{attr}:: {base64.b64encode(os.fsencode(path)).decode()}"
+            for attr, path in zip(("olcTLSCertificateFile", "olcTLSCertificateKeyFile"), tls)
+        )
     schemas = []
     for name in SCHEMAS:
         schemas.append((SCHEMA_DIR / f"{name}.ldif").read_text().strip())
@@ -61,7 +78,7 @@ def _config_ldif(suffix: str, root_dn: str, password: str, db_dir: pathlib.Path)
         "\n\n".join(
             [
                 "dn: cn=config\nobjectClass: olcGlobal\ncn: config\n"
-                "olcLogLevel: none\nolcSizeLimit: 500",
+                f"olcLogLevel: none\nolcSizeLimit: 500{global_tls}",
                 "dn: cn=module{0},cn=config\nobjectClass: olcModuleList\ncn: module{0}\n"
                 f"olcModulePath: {MODULE_DIR}\nolcModuleLoad: back_mdb",
                 "dn: cn=schema,cn=config\nobjectClass: olcSchemaConfig\ncn: schema",
@@ -114,11 +131,39 @@ def _die_with_parent_hook() -> Callable[[], None] | None:
     return hook
 
 
+def _readable_tls_files(
+    cert: pathlib.Path | str | None, key: pathlib.Path | str | None
+) -> tuple[pathlib.Path, pathlib.Path] | None:
+    """Absolute paths of the server certificate and key, checked readable by slapd (us)."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ValueError("TLS needs both tls_cert and tls_key")
+    files = (pathlib.Path(cert).absolute(), pathlib.Path(key).absolute())
+    for what, path in zip(("certificate", "key"), files):
+        # slapd runs as the calling user (no -u): what we can read, it can read
+        if not path.is_file() or not os.access(path, os.R_OK):
+            raise SlapdError(f"TLS {what} file {path} is missing or not readable")
+    return files
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 class Slapd:
     """One slapd process serving one suffix on ``ldap://127.0.0.1:port/``.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`. ``data_ldif`` (a path) is
     loaded offline with slapadd before start, after the suffix and ``ou=people`` entries.
+
+    With ``tls_cert`` and ``tls_key`` (PEM files: the server certificate, optionally followed by
+    its intermediate CAs, and its unencrypted private key), slapd also serves
+    :attr:`ldaps_url`. The files are used where they are, not copied.
     """
 
     def __init__(
@@ -127,7 +172,10 @@ class Slapd:
         *,
         password: str = "secret",  # noqa: S107 - throw-away server on loopback
         workdir: pathlib.Path | None = None,
+        tls_cert: pathlib.Path | str | None = None,
+        tls_key: pathlib.Path | str | None = None,
     ) -> None:
+        self.tls_files = _readable_tls_files(tls_cert, tls_key)
         self.suffix = suffix
         self.root_dn = f"cn=admin,{suffix}"
         self.password = password
@@ -135,11 +183,19 @@ class Slapd:
         self._own_dir = workdir is None
         self.workdir = workdir or pathlib.Path(tempfile.mkdtemp(prefix="caducee-slapd-"))
         self.port = 0
+        self.ldaps_port = 0
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"ldap://127.0.0.1:{self.port}"
+
+    @property
+    def ldaps_url(self) -> str:
+        """``ldaps://127.0.0.1:<port>``; only for a server given a TLS certificate and key."""
+        if self.tls_files is None:
+            raise SlapdError("this slapd has no TLS certificate: give tls_cert and tls_key")
+        return f"ldaps://127.0.0.1:{self.ldaps_port}"
 
     @property
     def pid(self) -> int | None:
@@ -158,7 +214,9 @@ class Slapd:
         conf_dir.mkdir(mode=0o700)
         db_dir.mkdir(mode=0o700)
         config = self.workdir / "config.ldif"
-        config.write_text(_config_ldif(self.suffix, self.root_dn, self.password, db_dir))
+        config.write_text(
+            _config_ldif(self.suffix, self.root_dn, self.password, db_dir, self.tls_files)
+        )
         self._run([SLAPADD, "-n0", "-F", str(conf_dir), "-l", str(config)])
         base = self.workdir / "base.ldif"
         base.write_text(base_ldif(self.suffix))
@@ -170,13 +228,19 @@ class Slapd:
         if not (self.workdir / "slapd.d").exists():
             self.configure(data_ldif)
         self.port = free_port()
+        listeners = [f"{self.url}/"]
+        ports = [self.port]
+        if self.tls_files is not None:
+            self.ldaps_port = free_port()
+            listeners.append(f"{self.ldaps_url}/")
+            ports.append(self.ldaps_port)
         self._proc = subprocess.Popen(
             [
                 SLAPD,
                 "-d",
                 "0",
                 "-h",
-                f"{self.url}/",
+                " ".join(listeners),
                 "-F",
                 str(self.workdir / "slapd.d"),
             ],
@@ -190,14 +254,13 @@ class Slapd:
             if self._proc.poll() is not None:
                 err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
                 raise SlapdError(f"slapd exited at start: {err.strip()[-300:]}")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
-            ):
+            if all(_accepts(port) for port in ports):
                 return self
             time.sleep(0.05)
         self.stop()
-        raise SlapdError(f"slapd did not answer on port {self.port} within {timeout:g}s")
+        raise SlapdError(
+            f"slapd did not answer on port {'/'.join(map(str, ports))} within {timeout:g}s"
+        )
 
     def pause(self) -> None:
         """Freeze the server (SIGSTOP): connections hang, as with a dead network path."""

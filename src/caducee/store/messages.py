@@ -29,6 +29,7 @@ import os
 import pathlib
 import sqlite3
 from collections.abc import Iterator, Sequence
+from typing import Literal
 
 from caducee.errors import CaduceeError, UsageError
 from caducee.sqlitetx import immediate
@@ -56,6 +57,7 @@ CREATE TABLE IF NOT EXISTS messages (
     is_mdn INTEGER NOT NULL DEFAULT 0,
     mdn_requested TEXT,
     mdn_sent TEXT,
+    mdn_due TEXT,
     sha256 TEXT,
     copy_of INTEGER REFERENCES messages (id),
     UNIQUE (account, mailbox, uidvalidity, uid)
@@ -143,6 +145,7 @@ class StoredMessage:
     mdn_requested: str | None
     mdn_sent: str | None
     recipients: tuple[RecipientState, ...] = ()
+    mdn_due: str | None = None  # a receipt held back, sent at the next fetch
 
     def __repr__(self) -> str:  # never the wire bytes
         return f"<StoredMessage {self.id} {self.direction} {self.status} {self.signature}>"
@@ -248,6 +251,8 @@ class MessageStore:
                     "UPDATE messages SET sha256 = (SELECT caducee_sha256(w.wire) FROM wires w"
                     " WHERE w.message = messages.id) WHERE direction = 'in'"
                 )
+        if "mdn_due" not in columns:  # receipts held back until a directory answers again
+            self._db.execute("ALTER TABLE messages ADD COLUMN mdn_due TEXT")
         self._db.execute(
             "CREATE INDEX IF NOT EXISTS messages_sha256 ON messages (sha256) WHERE direction = 'in'"
         )
@@ -428,7 +433,28 @@ class MessageStore:
 
     def mark_mdn_sent(self, message: int, disposition: str) -> None:
         with self.transaction() as db:
-            db.execute("UPDATE messages SET mdn_sent = ? WHERE id = ?", (disposition, message))
+            db.execute(
+                "UPDATE messages SET mdn_sent = ?, mdn_due = NULL WHERE id = ?",
+                (disposition, message),
+            )
+
+    def mark_mdn_due(self, message: int, disposition: str) -> None:
+        """Remember a receipt that could not be sent yet (a directory did not answer), so that
+        it goes out later without the message being read again. A later "displayed" replaces
+        a "processed" still due."""
+        with self.transaction() as db:
+            db.execute("UPDATE messages SET mdn_due = ? WHERE id = ?", (disposition, message))
+
+    def receipts_due(self) -> list[tuple[int, Literal["processed", "displayed"]]]:
+        """(message, disposition) of receipts held back, oldest first."""
+        rows = self._db.execute(
+            "SELECT id, mdn_due FROM messages WHERE mdn_due IN ('processed', 'displayed')"
+            " ORDER BY id"
+        )
+        return [
+            (int(r["id"]), "displayed" if r["mdn_due"] == "displayed" else "processed")
+            for r in rows
+        ]
 
     # -- sent mail ---------------------------------------------------------------------------------
 
@@ -552,6 +578,7 @@ class MessageStore:
             mdn_requested=row["mdn_requested"],
             mdn_sent=row["mdn_sent"],
             recipients=recipients,
+            mdn_due=row["mdn_due"],
         )
 
     def get(self, message: int) -> StoredMessage:
