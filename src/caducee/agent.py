@@ -301,9 +301,11 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
-#: Outbox retries: one minute after the first failure, then twice as long each time.
+#: Outbox retries: one minute after the first failure, then twice as long each time, at most
+#: an hour apart (as mail servers back off: a lab result must not wait hours after the server
+#: is back). A failure that needs fixing waits the longest delay at once.
 RETRY_FIRST = dt.timedelta(minutes=1)
-RETRY_MAX = dt.timedelta(hours=6)
+RETRY_MAX = dt.timedelta(hours=1)
 
 
 def _parse_time(value: str) -> dt.datetime:
@@ -679,10 +681,11 @@ class Agent:
 
         A server that took the message for some recipients has sent it to them: only the ones
         refused for now (4xx) stay queued, so nobody gets it twice; 5xx refusals are final.
-        The next attempt waits twice as long as the last one (from one minute, at most six
-        hours), so a server that is down is not hammered; a failure that needs fixing (see
-        :func:`needs_fixing`) keeps every recipient waiting, but is not tried again on the
-        timer before six hours (the user retries once the configuration is fixed).
+        The next attempt waits twice as long as the last one (from one minute, at most
+        :data:`RETRY_MAX`), so a server that is down is not hammered; a failure that needs
+        fixing (see :func:`needs_fixing`) keeps every recipient waiting, and is tried again on
+        the timer only after :data:`RETRY_MAX` (the user retries once the configuration is
+        fixed).
         """
         error = str(exc)
         permanent = needs_fixing(exc)
@@ -719,9 +722,9 @@ class Agent:
         now (the user asked).
 
         A failure that needs fixing (wrong password, untrusted certificate...) puts its message
-        off for six hours and is named in ``needs_fixing``; the messages after it are not tried
-        in this round when the failure is the server's or the configuration's, not the
-        message's (the same password would be refused again)."""
+        off for :data:`RETRY_MAX` and is named in ``needs_fixing``; the messages after it are
+        not tried in this round when the failure is the server's or the configuration's, not
+        the message's (the same password would be refused again)."""
         sent = waiting = 0
         problem: str | None = None
         blocked = False

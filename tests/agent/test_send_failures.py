@@ -93,8 +93,8 @@ def test_wrong_password_is_an_error_message_kept_then_sent_once_fixed(
     (item,) = martin.store.outbox()  # nothing lost
     assert item.message == error.details["id"] and item.recipients == ("cardio@op2.test",)
     assert (item.last_error or "").startswith("needs fixing: SMTP")
-    # not retried every minute with a password the server refuses: six hours at once
-    assert item.next_attempt_at == (START + dt.timedelta(hours=6)).isoformat()
+    # not retried every minute with a password the server refuses: an hour at once
+    assert item.next_attempt_at == (START + dt.timedelta(hours=1)).isoformat()
     stored = martin.store.get(item.message or 0)
     assert stored.recipients[0].state == "queued"
     assert net.relay.handler.forwarded == 0
@@ -107,7 +107,7 @@ def test_wrong_password_is_an_error_message_kept_then_sent_once_fixed(
     assert forced.needs_fixing is not None and "authentication refused" in forced.needs_fixing
     again = martin.store.outbox()[0]
     assert again.attempts == 2
-    assert again.next_attempt_at == (clock.now + dt.timedelta(hours=6)).isoformat()
+    assert again.next_attempt_at == (clock.now + dt.timedelta(hours=1)).isoformat()
 
     martin.submitter = net.submitter(RIGHT)  # the configuration is fixed
     done = martin.retry_outbox()
@@ -269,12 +269,12 @@ def test_cli_send_with_the_wrong_tls_mode_exits_7_kept_in_the_outbox(
         listed = json.loads(caducee("outbox", "--config", str(config), "--json").stdout)
         assert len(listed["waiting"]) == 2  # nothing lost
         once = caducee("agent", "--once", "--config", str(config))
-        assert once.returncode == 0, once.stderr  # put off for six hours, and says why
+        assert once.returncode == 0, once.stderr  # put off for an hour, and says why
         summary = once.stderr.splitlines()[0]
         assert summary.startswith("fetched 0, sent 0, waiting 2: message")
         assert "(and 1 more): needs fixing: SMTP 127.0.0.1:" in summary and "TLS" in summary
         # the configuration fixed, the agent started again: its first round sends what was put
-        # off for six hours, without waiting for them
+        # off for an hour, without waiting for them
         config.write_text(config.read_text().replace('security = "tls"', 'security = "none"'))
         fixed = caducee("agent", "--once", "--config", str(config))
         assert fixed.returncode == 0, fixed.stderr

@@ -420,7 +420,7 @@ def agent(config_path: pathlib.Path | None, once: bool, interval: float | None) 
     """Run continuously: fetch new mail (IMAP IDLE or polling), retry the outbox.
 
     The first round tries everything waiting in the outbox (the configuration may just have
-    been fixed); later rounds try what is due (1 minute, doubling, at most 6 hours)."""
+    been fixed); later rounds try what is due (1 minute, doubling, at most 1 hour)."""
     config: Config = load_config(config_path)
     wait = interval or config.policy.poll_interval
     stop = threading.Event()

@@ -148,7 +148,8 @@ def _tls_failure(exc: BaseException, host: str) -> str:
             return f"TLS: server certificate not trusted ({reason}; check ca_file)"
         return f"TLS: server certificate refused ({reason})"
     if isinstance(exc, ssl.SSLEOFError | ConnectionError) or (
-        isinstance(exc, ssl.SSLError) and exc.reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE")
+        isinstance(exc, ssl.SSLError)
+        and exc.reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE")
     ):
         return (
             "TLS handshake failed: the server does not speak TLS on this port "
@@ -315,12 +316,13 @@ class LdapDirectory(Directory):
         self._password = password
         self._lock = threading.RLock()
         self._conn: ldap3.Connection | None = None
-        #: why the last connection failed: ldap3 then marks the address unavailable and only
-        #: says "invalid server address" until it tries again
-        self._last_unreachable: str | None = None
+        #: why the last connection failed (see :meth:`_unavailable`)
+        self._last_failure: tuple[type[DirectoryUnavailableError], str] | None = None
         self._starttls = starttls
         if starttls and url.lower().startswith("ldaps:"):
-            raise DirectoryError(f"{self.name}: starttls is for ldap:// URLs; ldaps:// is TLS already")
+            raise DirectoryError(
+                f"{self.name}: starttls is for ldap:// URLs; ldaps:// is TLS already"
+            )
         # ldap3 does not check the server certificate unless told to: with TLS, always check.
         self._tls: _CheckedTls | None = None
         if starttls or url.lower().startswith("ldaps:"):
@@ -355,22 +357,21 @@ class LdapDirectory(Directory):
                     self._start_tls(conn)
                 if not conn.bind():
                     result = conn.result or {}
-                    _close(conn)
                     raise DirectoryAccessError(
                         f"{self.name}: bind refused ({result.get('description', 'unknown')})"
                     )
-            except _UNREACHABLE as exc:
+            except BaseException as exc:
                 if conn is not None:
                     _close(conn)
-                raise self._unavailable("", exc) from None
-            except ldap_exc.LDAPException as exc:
-                if conn is not None:
-                    _close(conn)
-                raise DirectoryError(f"{self.name}: {exc}") from None
-            except _NOT_LDAP:
-                if conn is not None:
-                    _close(conn)
-                raise DirectoryUnavailableError(f"{self.name}: {_NOT_LDAP_WHY}") from None
+                if isinstance(exc, DirectoryError):
+                    raise
+                if isinstance(exc, _UNREACHABLE):
+                    raise self._unavailable("", exc) from None
+                if isinstance(exc, ldap_exc.LDAPException):
+                    raise DirectoryError(f"{self.name}: {exc}") from None
+                if isinstance(exc, _NOT_LDAP):
+                    raise DirectoryUnavailableError(f"{self.name}: {_NOT_LDAP_WHY}") from None
+                raise
             self._conn = conn
         return self._conn
 
@@ -380,8 +381,8 @@ class LdapDirectory(Directory):
         try:
             started = conn.start_tls()
         except ldap_exc.LDAPStartTLSError as exc:
-            if self._tls is not None and self._tls.failure:
-                raise  # the handshake failed: reported like an ldaps:// one
+            if self._tls is not None and self._tls.failure:  # the handshake itself failed
+                raise DirectoryTlsError(f"{self.name}: {self._tls.failure}") from None
             raise DirectoryTlsError(
                 f"{self.name}: the server refused StartTLS ({str(exc)[:160]})"
             ) from None
@@ -389,22 +390,23 @@ class LdapDirectory(Directory):
             raise DirectoryTlsError(f"{self.name}: StartTLS could not be started")
 
     def _unavailable(self, op: str, exc: Exception) -> DirectoryUnavailableError:
-        """The error for a transport failure: TLS ones say why, the others what happened."""
-        prefix = f"{self.name}: {op} failed, " if op else f"{self.name}: "
-        tls_failure = self._tls.failure if self._tls is not None else None
-        if tls_failure:
-            self._last_unreachable = tls_failure
-            return DirectoryTlsError(f"{self.name}: {tls_failure}")
-        why = self._why_unreachable(exc)
-        if why.startswith("TLS"):  # ldap3's "invalid server address" after a failed handshake
-            return DirectoryTlsError(f"{self.name}: {why}")
-        return DirectoryUnavailableError(prefix + why)
+        """The error for a transport failure: a TLS one says why, the others what happened.
 
-    def _why_unreachable(self, exc: Exception) -> str:
-        if "invalid server address" in str(exc) and self._last_unreachable:
-            return self._last_unreachable
-        self._last_unreachable = _unreachable(exc, self.timeout)
-        return self._last_unreachable
+        ldap3 marks an address that failed as unavailable and, until it tries again, says only
+        "invalid server address": the last failure (and its kind) is kept to report it again.
+        """
+        failure = self._tls.failure if self._tls is not None else None
+        if failure:
+            self._last_failure = (DirectoryTlsError, failure)
+        elif "invalid server address" not in str(exc) or self._last_failure is None:
+            why = _unreachable(exc, self.timeout)
+            if self._tls is None and isinstance(exc, ldap_exc.LDAPSessionTerminatedByServerError):
+                why = "the server closed the connection (a TLS-only port? then use ldaps://)"
+            self._last_failure = (DirectoryUnavailableError, why)
+        kind, why = self._last_failure
+        if kind is DirectoryTlsError:
+            return kind(f"{self.name}: {why}")
+        return kind(f"{self.name}: {op} failed, {why}" if op else f"{self.name}: {why}")
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None

@@ -69,7 +69,9 @@ def _config_ldif(
     if tls is not None:  # base64 values: any path is a valid LDIF value
         global_tls = "".join(
             f"\n{attr}:: {base64.b64encode(os.fsencode(path)).decode()}"
-            for attr, path in zip(("olcTLSCertificateFile", "olcTLSCertificateKeyFile"), tls)
+            for attr, path in zip(
+                ("olcTLSCertificateFile", "olcTLSCertificateKeyFile"), tls, strict=True
+            )
         )
     schemas = []
     for name in SCHEMAS:
@@ -140,7 +142,7 @@ def _readable_tls_files(
     if cert is None or key is None:
         raise ValueError("TLS needs both tls_cert and tls_key")
     files = (pathlib.Path(cert).absolute(), pathlib.Path(key).absolute())
-    for what, path in zip(("certificate", "key"), files):
+    for what, path in zip(("certificate", "key"), files, strict=True):
         # slapd runs as the calling user (no -u): what we can read, it can read
         if not path.is_file() or not os.access(path, os.R_OK):
             raise SlapdError(f"TLS {what} file {path} is missing or not readable")
