@@ -209,13 +209,18 @@ class FederatedDirectory(Directory):
 # --- configuration -----------------------------------------------------------------------------
 
 
-def _secret(spec: Mapping[str, Any], key: str, base: pathlib.Path | None) -> str | None:
-    path = spec.get(f"{key}_file")
-    if path is None:
+def _path(value: object, base: pathlib.Path | None) -> pathlib.Path | None:
+    """A file named in a configuration: relative to the configuration's folder when known."""
+    if value is None:
         return None
-    file = pathlib.Path(str(path)).expanduser()
-    if base is not None and not file.is_absolute():
-        file = base / file
+    file = pathlib.Path(str(value)).expanduser()
+    return base / file if base is not None and not file.is_absolute() else file
+
+
+def _secret(spec: Mapping[str, Any], key: str, base: pathlib.Path | None) -> str | None:
+    file = _path(spec.get(f"{key}_file"), base)
+    if file is None:
+        return None
     try:
         return file.read_text(encoding="utf-8").strip()
     except OSError as exc:
@@ -228,7 +233,7 @@ def _secret(spec: Mapping[str, Any], key: str, base: pathlib.Path | None) -> str
 CONFIG_KEYS = ("operators", "ttl", "max_stale", "timeout")
 OPERATOR_KEYS = (
     "name", "url", "timeout", "base_dn", "bind_dn", "password", "password_file", "token",
-    "token_file", "ca_file",
+    "token_file", "ca_file", "starttls",
 )  # fmt: skip
 
 
@@ -278,6 +283,9 @@ def open_directory(
         if not base_dn:
             raise ConfigError(f"LDAP directory {url}: give the base DN (in the URL path)")
         password = table.get("password") or _secret(table, "password", base)
+        starttls = table.get("starttls", False)
+        if not isinstance(starttls, bool):
+            raise ConfigError(f"LDAP directory {url}: 'starttls' must be true or false")
         return LdapDirectory(
             f"{parts.scheme}://{parts.netloc}",
             base_dn,
@@ -285,7 +293,8 @@ def open_directory(
             password=password,
             timeout=timeout,
             name=name,
-            ca_file=table.get("ca_file"),
+            ca_file=_path(table.get("ca_file"), base),
+            starttls=starttls,
         )
     if scheme in ("http", "https"):
         from caducee.directory.http import HttpDirectory

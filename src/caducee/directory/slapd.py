@@ -149,6 +149,36 @@ def _readable_tls_files(
     return files
 
 
+#: what slapd -d none prints besides errors: banner, start and stop
+_NOT_ERRORS = ("@(#)", "slapd starting", "slapd stopped", "slapd shutdown", "connections_destroy")
+
+
+def _startup_errors(log: pathlib.Path) -> str:
+    """slapd's error lines (without timestamp and thread id), for a failed start."""
+    messages = []
+    for line in log.read_text(errors="replace").splitlines():
+        parts = line.split(" ", 2)  # "<timestamp> <thread> message"; continuation lines: tab
+        if len(parts) == 3 and not line.startswith("\t") and not parts[2].startswith(_NOT_ERRORS):
+            messages.append(parts[2].strip())
+    return " | ".join(messages[-3:])[-300:] or "no message (see slapd -d any)"
+
+
+def _all_stopped(pid: int) -> bool | None:
+    """Whether every thread of ``pid`` is stopped; None where /proc cannot tell."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for task in tasks:
+        try:
+            stat = pathlib.Path(f"/proc/{pid}/task/{task}/stat").read_text()
+        except OSError:
+            continue  # the thread ended
+        if stat.rsplit(")", 1)[-1].split()[:1] not in (["T"], ["t"]):
+            return False
+    return True
+
+
 def _accepts(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -236,26 +266,30 @@ class Slapd:
             self.ldaps_port = free_port()
             listeners.append(f"{self.ldaps_url}/")
             ports.append(self.ldaps_port)
-        self._proc = subprocess.Popen(
-            [
-                SLAPD,
-                "-d",
-                "0",
-                "-h",
-                " ".join(listeners),
-                "-F",
-                str(self.workdir / "slapd.d"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            preexec_fn=_die_with_parent_hook(),
-        )
+        # "-d none": in the foreground, printing only what slapd logs at any level (its errors,
+        # such as an unusable TLS key), to a file: a pipe nobody reads could fill up and block it
+        log = self.workdir / "slapd.log"
+        with open(log, "wb") as log_file:
+            self._proc = subprocess.Popen(
+                [
+                    SLAPD,
+                    "-d",
+                    "none",
+                    "-h",
+                    " ".join(listeners),
+                    "-F",
+                    str(self.workdir / "slapd.d"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+                start_new_session=True,
+                preexec_fn=_die_with_parent_hook(),
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
-                raise SlapdError(f"slapd exited at start: {err.strip()[-300:]}")
+                self._proc = None
+                raise SlapdError(f"slapd exited at start: {_startup_errors(log)}")
             if all(_accepts(port) for port in ports):
                 return self
             time.sleep(0.05)
@@ -265,9 +299,17 @@ class Slapd:
         )
 
     def pause(self) -> None:
-        """Freeze the server (SIGSTOP): connections hang, as with a dead network path."""
-        if self._proc is not None:
-            self._proc.send_signal(signal.SIGSTOP)
+        """Freeze the server (SIGSTOP): connections hang, as with a dead network path.
+
+        Returns once every slapd thread is stopped: the signal is delivered asynchronously, and
+        a request sent in between would still be answered.
+        """
+        if self._proc is None:
+            return
+        self._proc.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + 5
+        while _all_stopped(self._proc.pid) is False and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def resume(self) -> None:
         if self._proc is not None:
@@ -285,8 +327,6 @@ class Slapd:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
-            if proc.stderr:
-                proc.stderr.close()
 
     def remove(self) -> None:
         self.stop()
