@@ -119,7 +119,13 @@ class NotSentError(TransportError):
     certificate not trusted, wrong TLS mode, the message refused with a 5xx): the message is
     kept in the outbox, but the caller must hear that someone has to fix something.
 
-    ``details`` (id, message_id, state, recipients) goes into the ``--json`` error object."""
+    ``details`` (id, message_id, state, recipients) goes into the ``--json`` error object;
+    ``cause`` is the transport's error. Do not send the message again: it is in the outbox
+    (:meth:`Agent.retry_outbox` once the cause is fixed), a second send would deliver it twice.
+    """
+
+    needs_fixing = True
+    retryable = False  # not the call: the outbox holds the message
 
     def __init__(
         self,

@@ -84,6 +84,7 @@ def test_wrong_password_is_an_error_message_kept_then_sent_once_fixed(
         martin.send(["cardio@op2.test"], "Bilan", "Compte rendu")
     error = caught.value
     assert error.exit_code == 7 and isinstance(error, TransportError)
+    assert error.needs_fixing and not error.retryable  # alert someone; do not send it again
     text = str(error)
     assert text.startswith("not sent: SMTP 127.0.0.1:")
     assert "authentication refused (535" in text
