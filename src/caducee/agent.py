@@ -303,6 +303,20 @@ class _Verdict:
     signing_time: dt.datetime | None
 
 
+def _text_charset(data: bytes) -> str | None:
+    """The charset of a text attachment when its bytes say it for sure (ASCII, UTF-8)."""
+    try:
+        data.decode("ascii")
+        return "us-ascii"
+    except UnicodeDecodeError:
+        pass
+    try:
+        data.decode("utf-8")
+        return "utf-8"
+    except UnicodeDecodeError:
+        return None
+
+
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
@@ -416,21 +430,19 @@ class Agent:
             ctype = att.content_type or mimetypes.guess_type(att.filename)[0]
             ctype = ctype or "application/octet-stream"
             maintype, _, subtype = ctype.partition("/")
-            if maintype == "text":
-                msg.add_attachment(
-                    att.data.decode("utf-8", errors="replace"),
-                    subtype=subtype,
-                    filename=att.filename,
-                    cte="base64",
-                )
-                continue
             # The email package writes the part's headers; its base64 writer (a Python loop
             # per line, then a regex over the result) took longer than signing and encrypting
             # the message, so the part's body is coded here and put in place afterwards.
+            # Every attachment travels as its bytes, text included: a lab's ISO-8859-1 file or
+            # its LF line ends arrive as they left (the charset is named when it is known).
             msg.add_attachment(b"", maintype, subtype, filename=att.filename)
             marker = f"caducee-attachment-{self.random(16).hex()}"
             *_, part = msg.iter_parts()
             part.set_payload(marker)
+            if maintype == "text":
+                charset = _text_charset(att.data)
+                if charset is not None:
+                    part.set_param("charset", charset)
             encoded[marker.encode("ascii") + b"\r\n"] = b64.encode_lines(att.data)
         out = msg.as_bytes()
         for marker_line, lines in encoded.items():

@@ -366,9 +366,32 @@ def test_attachments_are_coded_as_the_email_package_codes_them(
                           ("application", "dicom")], strict=True,
     ):  # fmt: skip
         reference.add_attachment(att.data, maintype, subtype, filename=att.filename)
-    reference.add_attachment("potassium 4,1 mmol/l\n", subtype="plain", filename="notes.txt",
-                             cte="base64")  # fmt: skip
+    reference.add_attachment(b"potassium 4,1 mmol/l\n", "text", "plain", filename="notes.txt")
     assert _parts(built) == _parts(reference.as_bytes())
     assert b"\r\n" in built and b"\n" not in built.replace(b"\r\n", b"")  # CRLF throughout
     lines = built.split(b"\r\n")
     assert max(len(line) for line in lines) <= 78
+
+
+def test_text_attachments_arrive_byte_for_byte(
+    ops: Operators, make_agent: AgentFactory, tmp_path: pathlib.Path
+):
+    """A lab's ISO-8859-1 file (HPRIM), LF or CRLF line ends: exported as they were sent;
+    the charset is named only when the bytes say it."""
+    files = {
+        "hprim.hpr": ("text/plain", "H|Résultat : hémoglobine 13,2 g/dl\n".encode("latin-1")),
+        "notes.txt": (None, "créatinine 80 µmol/l\nà revoir\n".encode()),
+        "report.csv": ("text/csv", b"code;value\r\nK;4.1\r\n"),
+    }
+    martin = make_agent(ops.martin)
+    attachments = [Attachment(name, data, ctype) for name, (ctype, data) in files.items()]
+    martin.send(["cardio@op2.test"], "Résultats", "Voir les pièces jointes.",
+                attachments=attachments)  # fmt: skip
+    cardio = make_agent(ops.cardio)
+    (got,) = cardio.fetch().ids
+    written = cardio.export(got, tmp_path / "out")
+    assert {p.name: p.read_bytes() for p in written} == {n: d for n, (_, d) in files.items()}
+    opened = cardio._reopen(cardio.store.get(got))
+    parsed = email.message_from_bytes(opened.entity, policy=email.policy.default)
+    charsets = {p.get_filename(): p.get_param("charset") for p in parsed.iter_attachments()}
+    assert charsets == {"hprim.hpr": None, "notes.txt": "utf-8", "report.csv": "us-ascii"}
