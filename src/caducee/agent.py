@@ -58,6 +58,7 @@ __all__ = [
     "Agent",
     "AgentPolicy",
     "Attachment",
+    "FetchIncompleteError",
     "FetchReport",
     "Identity",
     "MessageView",
@@ -254,6 +255,44 @@ class FetchReport:
     already_had: int = 0  # the same message again, from another folder (moved on the server)
     receipts_due: int = 0  # read receipts still held back (a directory did not answer)
     ids: list[int] = dataclasses.field(default_factory=list)
+    #: (source name, error) of each mailbox that could not be read; the others were
+    failures: list[tuple[str, TransportError]] = dataclasses.field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "new": self.new,
+            "valid": self.valid,
+            "flagged": self.flagged,
+            "failed": self.failed,
+            "receipts": self.receipts,
+            "already_had": self.already_had,
+            "receipts_due": self.receipts_due,
+            "ids": list(self.ids),
+            "failures": [{"source": name, "error": str(exc)} for name, exc in self.failures],
+        }
+
+
+class FetchIncompleteError(TransportError):
+    """A mailbox could not be read; every other one was, and what came from them is stored,
+    judged and counted in ``report`` (``report.ids``: do not lose them), with each failure in
+    ``report.failures``. The message is the first failure's (and how many more).
+
+    ``needs_fixing`` when a failure needs fixing (a refused password, a TLS certificate not
+    trusted); otherwise the next fetch may pass."""
+
+    def __init__(self, report: FetchReport) -> None:
+        self.report = report
+        self.failures = tuple(report.failures)
+        self.needs_fixing = any(exc.needs_fixing for _, exc in self.failures)
+        self.retryable = not self.needs_fixing
+        self.details: dict[str, object] = report.to_json()
+        first = str(self.failures[0][1])
+        more = len(self.failures) - 1
+        if more:
+            first += f" (and {more} other mailbox{'es' if more > 1 else ''} failed)"
+        if report.new:
+            first += f"; {report.new} new message(s) from the other mailboxes were stored"
+        super().__init__(first)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -802,6 +841,8 @@ class Agent:
                 if progress is not None:
                     progress(1)
         report.receipts_due = len(self.store.receipts_due())
+        if report.failures:
+            raise FetchIncompleteError(report)
         return report
 
     def _to_open(
@@ -815,20 +856,24 @@ class Agent:
             wire = self.store.get(message).wire
             yield (message, wire, _outer_fields(wire)), wire
         for name, source in self.sources.items():
-            for remote in self._remote_messages(name, source):
-                outer = _outer_fields(remote.data)
-                arrival = self.store.add_arrival(
-                    account=name,
-                    mailbox=remote.mailbox,
-                    uidvalidity=remote.uidvalidity,
-                    uid=remote.uid,
-                    wire=remote.data,
-                    outer=outer,
-                )
-                if arrival.copy_of is not None:
-                    report.already_had += 1
-                elif arrival.id is not None:  # None: already have it (a re-fetch after a crash)
-                    yield (arrival.id, remote.data, outer), remote.data
+            try:
+                for remote in self._remote_messages(name, source):
+                    outer = _outer_fields(remote.data)
+                    arrival = self.store.add_arrival(
+                        account=name,
+                        mailbox=remote.mailbox,
+                        uidvalidity=remote.uidvalidity,
+                        uid=remote.uid,
+                        wire=remote.data,
+                        outer=outer,
+                    )
+                    if arrival.copy_of is not None:
+                        report.already_had += 1
+                    elif arrival.id is not None:  # None: had it (a re-fetch after a crash)
+                        yield (arrival.id, remote.data, outer), remote.data
+            except TransportError as exc:  # one mailbox down: the others are still read
+                log.warning("mailbox %s not read: %s", name, exc)
+                report.failures.append((name, exc))
 
     def _remote_messages(self, name: str, source: MailboxSource) -> Iterator[RemoteMessage]:
         """New messages of one source; a renumbered IMAP mailbox (UIDVALIDITY) is read again

@@ -7,12 +7,14 @@ import email.policy
 import multiprocessing
 import os
 import pathlib
+import socket
 import stat
 
 import pytest
 
-from caducee.agent import AgentPolicy, Attachment
+from caducee.agent import AgentPolicy, Attachment, FetchIncompleteError
 from caducee.core.message import protect
+from caducee.mail.imap import ImapMailbox, ImapUnavailableError
 from caducee.smime import now
 from caducee.store.messages import MessageStore
 
@@ -319,3 +321,41 @@ def test_only_what_the_server_still_holds_is_written_without_a_sync(tmp_path: pa
         "INSERT INTO outbox": True,  # exists nowhere else
     }
     assert synced  # back to FULL, even after a rollback
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("dead_first", [True, False])
+def test_a_mailbox_down_does_not_stop_the_others(
+    ops: Operators, post: PostOffice, make_agent: AgentFactory, dead_first: bool
+) -> None:
+    """One of two mailboxes refuses connections: the other is still read; what it brought is
+    stored, judged and reported (in the error, which names the dead mailbox)."""
+    cardio = make_agent(ops.cardio)
+    cardio.send(["martin@op1.test"], "result", "body")
+    dead = ImapMailbox(
+        "127.0.0.1", _closed_port(), username="martin@op1.test", password="pw",
+        security="none", timeout=5,
+    )  # fmt: skip
+    live = post.mailbox("martin@op1.test")
+    sources = {"dead": dead, "imap": live} if dead_first else {"imap": live, "dead": dead}
+    martin = make_agent(ops.martin, sources=sources)
+    with pytest.raises(FetchIncompleteError) as caught:
+        martin.fetch()
+    error = caught.value
+    assert error.exit_code == 7 and not error.needs_fixing and error.retryable
+    assert [name for name, _ in error.failures] == ["dead"]
+    assert isinstance(error.failures[0][1], ImapUnavailableError)
+    assert str(error).endswith("connection refused (server down?); 1 new message(s) from the"
+                               " other mailboxes were stored")  # fmt: skip
+    report = error.report
+    assert (report.new, report.valid) == (1, 1) and len(report.ids) == 1
+    assert martin.store.get(report.ids[0]).status == "opened"
+    assert error.details["ids"] == report.ids  # --json prints it with the error
+    with pytest.raises(FetchIncompleteError) as again:  # nothing new: nothing claimed
+        martin.fetch()
+    assert again.value.report.new == 0 and "were stored" not in str(again.value)

@@ -213,3 +213,41 @@ def test_the_agent_loop_waits_on_every_source(tmp_path: pathlib.Path) -> None:
     assert _wait(agent, 0.5, stop) is False
     deliver(second, message("on the second account"))
     assert _wait(agent, 30, stop) is True
+
+
+def test_cli_fetch_reads_every_mailbox_when_one_is_missing(
+    tmp_path: pathlib.Path, pki: TestPKI
+) -> None:
+    """Two Maildirs, the first one mistyped: the second is still read and stored, the command
+    says what it fetched, then fails (exit 7) naming the missing one; with --json the error
+    object carries the whole report."""
+    good = tmp_path / "Maildir"
+    deliver(good, message("one"))
+    typo = tmp_path / "nonexistent" / "Maildir"
+    config = _config(tmp_path, pki, good)
+    text = config.read_text()
+    config.write_text(
+        text.replace(
+            "[[maildir]]", f'[[maildir]]\nname = "typo"\npath = "{typo}"\n\n[[maildir]]', 1
+        )
+    )
+    cli = [sys.executable, "-c", "from caducee.cli.main import main; main()"]
+    done = subprocess.run([*cli, "fetch", "--config", str(config)], capture_output=True, text=True)
+    assert done.returncode == 7, done.stderr
+    assert done.stdout.startswith("1 new: ")
+    assert done.stderr == (
+        f"caducee: error: no Maildir at {typo}: it does not exist;"
+        " 1 new message(s) from the other mailboxes were stored\n"
+    )
+    deliver(good, message("two"))
+    as_json = subprocess.run(
+        [*cli, "fetch", "--config", str(config), "--json"], capture_output=True, text=True
+    )
+    assert as_json.returncode == 7
+    import json
+
+    report = json.loads(as_json.stdout)
+    assert report["exit_code"] == 7 and report["new"] == 1 and len(report["ids"]) == 1
+    assert report["failures"] == [
+        {"source": "typo", "error": f"no Maildir at {typo}: it does not exist"}
+    ]

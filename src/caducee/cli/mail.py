@@ -14,7 +14,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,6 +22,9 @@ from caducee.cli.commands import CONFIG_OPTION, JSON_OPTION, MailCommand, emit
 from caducee.config import Config, load_config
 from caducee.errors import CaduceeError, CryptoError, TransportError, UsageError
 from caducee.store.messages import OutboxItem, StoreError
+
+if TYPE_CHECKING:
+    from caducee.agent import FetchReport
 
 
 class NoSuchMessageError(StoreError):
@@ -182,32 +185,37 @@ def send(
 @CONFIG_OPTION
 @JSON_OPTION
 def fetch(config_path: pathlib.Path | None, as_json: bool) -> None:
-    """Fetch new messages, decrypt and verify them, and store them."""
-    with _agent(config_path) as agent:
-        if as_json or not sys.stderr.isatty():
-            report = agent.fetch()
-        else:
-            from rich.progress import Progress, SpinnerColumn, TextColumn
+    """Fetch new messages, decrypt and verify them, and store them.
 
-            with Progress(
-                SpinnerColumn(), TextColumn("fetching: {task.completed} message(s)"), transient=True
-            ) as progress:
-                task = progress.add_task("fetch", total=None)
-                report = agent.fetch(lambda n: progress.advance(task, n))
+    A mailbox that cannot be read does not stop the others: what they bring is stored and
+    counted, then the command fails (exit 7) naming the mailbox."""
+    from caducee.agent import FetchIncompleteError
+
+    with _agent(config_path) as agent:
+        try:
+            if as_json or not sys.stderr.isatty():
+                report = agent.fetch()
+            else:
+                from rich.progress import Progress, SpinnerColumn, TextColumn
+
+                with Progress(
+                    SpinnerColumn(),
+                    TextColumn("fetching: {task.completed} message(s)"),
+                    transient=True,
+                ) as progress:
+                    task = progress.add_task("fetch", total=None)
+                    report = agent.fetch(lambda n: progress.advance(task, n))
+        except FetchIncompleteError as exc:
+            if not as_json and exc.report.new:  # (with --json, the error object has it all)
+                _echo_fetched(exc.report)
+            raise
     if as_json:
-        emit(
-            {
-                "new": report.new,
-                "valid": report.valid,
-                "flagged": report.flagged,
-                "failed": report.failed,
-                "receipts": report.receipts,
-                "already_had": report.already_had,
-                "receipts_due": report.receipts_due,
-                "ids": report.ids,
-            }
-        )
+        emit(report.to_json())
         return
+    _echo_fetched(report)
+
+
+def _echo_fetched(report: FetchReport) -> None:
     had = f", {report.already_had} already had" if report.already_had else ""
     click.echo(
         f"{report.new} new: {report.valid} signed and encrypted, {report.flagged} flagged,"
@@ -421,6 +429,8 @@ def agent(config_path: pathlib.Path | None, once: bool, interval: float | None) 
 
     The first round tries everything waiting in the outbox (the configuration may just have
     been fixed); later rounds try what is due (1 minute, doubling, at most 1 hour)."""
+    from caducee.agent import FetchIncompleteError
+
     config: Config = load_config(config_path)
     wait = interval or config.policy.poll_interval
     stop = threading.Event()
@@ -437,7 +447,10 @@ def agent(config_path: pathlib.Path | None, once: bool, interval: float | None) 
                 fetched: Any = None
                 try:
                     fetched = mail_agent.fetch().new
-                except TransportError as exc:  # a source down: still retry the outbox
+                except FetchIncompleteError as exc:  # a source down: the others were read
+                    fetched = exc.report.new
+                    failures.extend(error for _, error in exc.failures)
+                except TransportError as exc:
                     failures.append(exc)
                 needs_fixing: str | None = None
                 try:
