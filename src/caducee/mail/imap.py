@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import logging
+import selectors
 import socket
 import ssl
 import time
@@ -47,6 +48,15 @@ T = TypeVar("T")
 #: server waits for a TLS handshake): failing after 10 s with a hint beats hanging for 30 s.
 GREETING_TIMEOUT = 10.0
 
+#: A cached connection idle for longer than this is probed (NOOP) before an operation uses it:
+#: servers drop idle sessions (Dovecot after 30 min, NATs and firewalls sooner) or restart, and
+#: a dead connection must cost a reconnect, not a failed operation.
+PROBE_AFTER = 5.0
+
+#: Longest wait for the answer to that probe: a connection silently dropped by a middlebox
+#: would otherwise hold the operation for the whole read ``timeout`` before reconnecting.
+PROBE_TIMEOUT = 5.0
+
 #: OpenSSL verification codes meaning "the issuer is not in the trust store" (not, e.g., a
 #: name mismatch or an expired certificate): adding the CA with ``ca_file`` is then the fix.
 _UNKNOWN_ISSUER = frozenset({2, 18, 19, 20, 21})
@@ -58,7 +68,12 @@ _PLAINTEXT_PEER = frozenset(
 
 
 class ImapError(TransportError):
-    """An IMAP operation failed; ``retryable`` says whether trying later may help."""
+    """An IMAP operation failed.
+
+    ``retryable``: the same operation may succeed later (once the server is back, or once what
+    ``needs_fixing`` names has been fixed); ``needs_fixing``: it will not succeed by waiting, as
+    for every :class:`~caducee.errors.TransportError` (the same rule as the SMTP errors).
+    """
 
     retryable = True
 
@@ -68,11 +83,19 @@ class ImapUnavailableError(ImapError):
 
 
 class ImapTlsError(ImapError):
-    """TLS could not be established (handshake, certificate, STARTTLS not offered)."""
+    """TLS could not be established (handshake, certificate, STARTTLS not offered, wrong TLS
+    mode): polling again will not help, the configuration or the server must change."""
+
+    retryable = True
+    needs_fixing = True
 
 
 class ImapAuthError(ImapError):
-    """The server refused the login."""
+    """The server refused the login: fix the credentials; retrying on a timer only hammers the
+    server (and may lock the account)."""
+
+    retryable = True
+    needs_fixing = True
 
 
 class ImapUidValidityError(MailboxRenumberedError, ImapError):
@@ -94,6 +117,14 @@ class ImapMailbox:
     ``prefetch`` is what :meth:`fetch_new` does when its caller does not say.
     ``ssl_context`` decides which server certificates are trusted (default: the system's).
     Connecting up to the server's greeting is bounded by ``min(timeout, GREETING_TIMEOUT)``.
+
+    A cached connection the server has dropped (idle timeout, restart) is replaced before an
+    operation sends anything: it is probed with NOOP when something arrived on it while idle
+    (a ``BYE``, the end of the stream) or when it has been idle for ``probe_after`` seconds,
+    and reopened if the probe fails. An operation that fails once under way is never run
+    again (an APPEND or a STORE may have reached the server): it raises. A reopened session
+    whose mailbox has a new UIDVALIDITY raises :class:`ImapUidValidityError` before any UID
+    is used.
     """
 
     def __init__(
@@ -111,6 +142,7 @@ class ImapMailbox:
         batch_bytes: int = 8 * 1024 * 1024,
         create_missing: bool = False,
         prefetch: bool = False,
+        probe_after: float = PROBE_AFTER,
     ) -> None:
         if security not in ("starttls", "tls", "none"):
             raise ConfigError(f"IMAP security must be starttls, tls or none, not {security!r}")
@@ -126,7 +158,9 @@ class ImapMailbox:
         self.batch_bytes = batch_bytes
         self.create_missing = create_missing
         self.prefetch = prefetch
+        self.probe_after = probe_after
         self._client: imapclient.IMAPClient | None = None
+        self._last_used = 0.0
         self._uidvalidity: int | None = None
         self._highest_seen = 0
 
@@ -184,20 +218,64 @@ class ImapMailbox:
                 client.shutdown()
             raise
         self._uidvalidity = int(info[b"UIDVALIDITY"])
+        self._last_used = time.monotonic()
         return client
 
-    def _run(self, op: Callable[[imapclient.IMAPClient], T]) -> T:
-        """Run ``op`` on a live connection, mapping every failure to an ImapError."""
+    def _run(self, op: Callable[[imapclient.IMAPClient], T], *, by_uid: bool = True) -> T:
+        """Run ``op`` once on a live connection, mapping every failure to an ImapError.
+
+        Only the liveness probe of a cached connection may fail silently (see the class
+        docstring); ``by_uid`` says ``op`` names messages by UID, which a reopened session
+        must not do if the mailbox was renumbered meanwhile.
+        """
+        known = self._uidvalidity
         try:
+            if self._client is not None and not self._alive(self._client):
+                self._drop()
             if self._client is None:
                 self._client = self._connect()
-            return op(self._client)
+                if by_uid and known is not None and self._uidvalidity != known:
+                    found = self._uidvalidity
+                    assert found is not None
+                    raise ImapUidValidityError(
+                        f"{self.where}: UIDVALIDITY changed from {known} to {found} "
+                        "(seen on reconnecting); the mailbox must be fetched again from the start",
+                        expected=known,
+                        found=found,
+                    )
+            result = op(self._client)
+        except ImapUidValidityError:
+            raise  # the new session is sound: only the caller's UIDs are stale
         except ImapError:
             self._drop()
             raise
         except Exception as exc:
             self._drop()
             raise self._map(exc) from None
+        self._last_used = time.monotonic()
+        return result
+
+    def _alive(self, client: imapclient.IMAPClient) -> bool:
+        """Whether a cached connection still works; a failed probe is not an error."""
+        idle = time.monotonic() - self._last_used
+        try:
+            sock = client.socket()
+            # While idle, the server has nothing to say: anything readable is a BYE or the
+            # end of the stream (or an unsolicited update, which the NOOP consumes).
+            with selectors.DefaultSelector() as selector:  # select() fails on fds > 1023
+                selector.register(sock, selectors.EVENT_READ)
+                readable = bool(selector.select(0))
+            if not readable and idle < self.probe_after:
+                return True
+            sock.settimeout(min(self.timeout, PROBE_TIMEOUT))
+            try:
+                client.noop()
+            finally:
+                sock.settimeout(self.timeout)
+        except Exception as exc:
+            log.info("%s: cached connection is dead (%s): reconnecting", self.where, _short(exc))
+            return False
+        return True
 
     def _drop(self) -> None:
         if self._client is not None:
@@ -250,9 +328,10 @@ class ImapMailbox:
 
     @property
     def uidvalidity(self) -> int:
-        """The mailbox's UIDVALIDITY (connects if needed): store it next to the last UID."""
-        if self._uidvalidity is None or self._client is None:
-            self._run(lambda c: None)
+        """The mailbox's UIDVALIDITY (connects if needed): store it next to the last UID.
+
+        A cached connection found dead is reopened here, so the value is the live session's."""
+        self._run(lambda c: None, by_uid=False)
         assert self._uidvalidity is not None
         return self._uidvalidity
 
@@ -356,18 +435,28 @@ class ImapMailbox:
             yield batch
 
     def wait_for_new(self, timeout: float) -> bool:
-        """Return True when mail may have arrived (IDLE, or polling without IDLE)."""
+        """Return True when mail may have arrived (IDLE, or polling without IDLE).
+
+        Also True when a reopened session finds the mailbox renumbered: the caller's next
+        :meth:`fetch_new` (with its stored UIDVALIDITY) is what must deal with it."""
         deadline = time.monotonic() + timeout
         after = self._highest_seen
-        if self._run(lambda c: self._uids_after(c, after)):
+        if self._anything_after(after):
             return True
-        if self._run(lambda c: c.has_capability("IDLE")):
-            return self._run(lambda c: self._idle(c, deadline))
+        if self._run(lambda c: c.has_capability("IDLE"), by_uid=False):
+            return self._run(lambda c: self._idle(c, deadline), by_uid=False)
         while time.monotonic() < deadline:
             time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
-            if self._run(lambda c: self._uids_after(c, after)):
+            if self._anything_after(after):
                 return True
         return False
+
+    def _anything_after(self, after: int) -> bool:
+        try:
+            return bool(self._run(lambda c: self._uids_after(c, after)))
+        except ImapUidValidityError:
+            self._highest_seen = 0  # those UIDs are gone with the old numbering
+            return True
 
     def _idle(self, client: imapclient.IMAPClient, deadline: float) -> bool:
         # RFC 2177: re-issue IDLE well before the server's 30-minute inactivity limit.
@@ -408,7 +497,7 @@ class ImapMailbox:
         def op(client: imapclient.IMAPClient) -> None:
             client.append(self.mailbox, message, flags=list(flags))
 
-        self._run(op)
+        self._run(op, by_uid=False)
 
 
 def _parse_uid(uid: str | None) -> int:
