@@ -25,7 +25,7 @@ import logging
 import mimetypes
 import os
 import pathlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 
 from cryptography import x509
 
@@ -822,12 +822,18 @@ class Agent:
 
     # -- receiving ---------------------------------------------------------------------------------
 
-    def fetch(self, progress: Callable[[int], None] | None = None) -> FetchReport:
+    def fetch(
+        self,
+        progress: Callable[[int], None] | None = None,
+        *,
+        sources: Collection[str] | None = None,
+    ) -> FetchReport:
         """Fetch new mail from every source; store first, then open and judge each message.
 
         A backlog is opened by worker processes as well as this one (``fetch_workers``), while
         this one keeps fetching; each message is stored before it is opened, so an interruption
-        leaves it pending, to be judged by the next fetch.
+        leaves it pending, to be judged by the next fetch. ``sources``: the names of the
+        mailboxes to read (default: all); messages left pending are judged whatever it says.
         """
         report = FetchReport()
         self._receipts_blocked = self.send_due_receipts() > 0
@@ -836,7 +842,7 @@ class Agent:
             workers=self.policy.fetch_workers,
             start_after=self.policy.fetch_workers_after,
         ) as opener:
-            for (message, wire, outer), result in opener.map(self._to_open(report)):
+            for (message, wire, outer), result in opener.map(self._to_open(report, sources)):
                 self._judge(message, wire, outer, report, result)
                 if progress is not None:
                     progress(1)
@@ -846,7 +852,7 @@ class Agent:
         return report
 
     def _to_open(
-        self, report: FetchReport
+        self, report: FetchReport, only: Collection[str] | None = None
     ) -> Iterator[tuple[tuple[int, bytes, dict[str, str | None]], bytes]]:
         """Messages left pending by an interrupted fetch, then new ones, each stored first;
         with each, its wire bytes and outer header fields for the judging. A message that is
@@ -856,6 +862,8 @@ class Agent:
             wire = self.store.get(message).wire
             yield (message, wire, _outer_fields(wire)), wire
         for name, source in self.sources.items():
+            if only is not None and name not in only:
+                continue
             try:
                 for remote in self._remote_messages(name, source):
                     outer = _outer_fields(remote.data)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import pathlib
+import sqlite3
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -316,3 +318,50 @@ def test_cli_outbox_retry_fails_while_messages_wait_and_agent_names_them(
         done = caducee("outbox", "--retry", "--config", str(config))
     assert done.returncode == 0, done.stderr
     assert "sent 1, still waiting 0" in done.stdout and "the outbox is empty" in done.stdout
+
+
+def test_cli_agent_pauses_a_mailbox_whose_login_is_refused(ops: Operators, tmp_path: pathlib.Path):
+    """`caducee agent` with a refused IMAP password: one login per hour, not one per round (the
+    server may lock the account); the Maildir next to it is still read every round."""
+    import signal
+    import subprocess
+    import sys
+
+    from caducee.mail.maildir import deliver
+
+    reason = servers.dovecot_available()
+    if reason is not None:
+        pytest.skip(reason)
+    with servers.DovecotServer({"martin@op1.test": "right"}, name="agentpause") as dovecot:
+        config = _config(tmp_path, ops, servers.free_port(), "none")
+        (config.parent / "imap.pw").write_text("wrong\n")
+        config.write_text(
+            config.read_text()
+            + f'\n[[imap]]\nname = "work"\nhost = "{dovecot.host}"\nport = {dovecot.imap_port}\n'
+            'security = "none"\nusername = "martin@op1.test"\npassword_file = "imap.pw"\n'
+        )
+        agent = subprocess.Popen(
+            [sys.executable, "-c", "from caducee.cli.main import main; main()",
+             "agent", "--config", str(config), "--interval", "1"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while dovecot.log_text().count("auth failed") < 1 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(5)  # several rounds of one second
+            deliver(tmp_path / "martin-maildir", b"From: x@op2.test\r\nSubject: s\r\n\r\nhi\r\n")
+            store = next((config.parent / "data").glob("*.sqlite"))
+            while time.monotonic() < deadline + 60:  # until the agent has stored it
+                with sqlite3.connect(store) as db:
+                    if db.execute("SELECT count(*) FROM messages").fetchone()[0]:
+                        break
+                time.sleep(0.2)
+        finally:
+            agent.send_signal(signal.SIGTERM)
+            _, err = agent.communicate(timeout=60)
+        assert dovecot.log_text().count("auth failed") == 1, err
+    assert "login refused for martin@op1.test" in err
+    assert "warning: mailbox work needs fixing: not read for an hour" in err
+    assert "fetched 1," in err  # the Maildir was still read
+    assert err.rstrip().endswith("agent stopped")

@@ -210,9 +210,9 @@ def test_the_agent_loop_waits_on_every_source(tmp_path: pathlib.Path) -> None:
     for source in agent.sources.values():
         assert list(source.fetch_new(None)) == []
     stop = threading.Event()
-    assert _wait(agent, 0.5, stop) is False
+    assert _wait(agent, 0.5, stop, {}) is False
     deliver(second, message("on the second account"))
-    assert _wait(agent, 30, stop) is True
+    assert _wait(agent, 30, stop, {}) is True
 
 
 def test_cli_fetch_reads_every_mailbox_when_one_is_missing(
@@ -251,3 +251,33 @@ def test_cli_fetch_reads_every_mailbox_when_one_is_missing(
     assert report["failures"] == [
         {"source": "typo", "error": f"no Maildir at {typo}: it does not exist"}
     ]
+
+
+def test_the_agent_loop_does_not_retry_a_refused_password_every_few_seconds(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A source whose login is refused is asked once per wait, then paused (the server may
+    lock the account after a few failures); a Maildir next to it is still watched."""
+    import types
+
+    from caducee.cli.mail import PAUSE_NEEDS_FIXING, _wait
+    from caducee.mail import servers
+    from caducee.mail.imap import ImapMailbox
+
+    reason = servers.dovecot_available()
+    if reason is not None:
+        pytest.skip(reason)
+    with servers.DovecotServer({"martin@op1.test": "right"}, name="pause") as server:
+        refused = ImapMailbox(
+            server.host, server.imap_port, username="martin@op1.test", password="wrong",
+            security="none", timeout=5,
+        )  # fmt: skip
+        box = ensure_maildir(tmp_path / "Maildir")
+        agent = types.SimpleNamespace(sources={"imap": refused, "local": MaildirSource(box)})
+        paused: dict[str, float] = {}
+        assert _wait(agent, 12, threading.Event(), paused) is False  # about 5 turns each
+        assert set(paused) == {"imap"} and paused["imap"] > PAUSE_NEEDS_FIXING / 2
+        assert server.log_text().count("auth failed") == 1
+        deliver(box, message("local mail"))
+        assert _wait(agent, 30, threading.Event(), paused) is True  # the paused one not asked
+        assert server.log_text().count("auth failed") == 1

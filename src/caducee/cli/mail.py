@@ -12,6 +12,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -419,6 +420,9 @@ def export(
 
 # -- agent loop and outbox -----------------------------------------------------------------------
 
+#: seconds a mailbox whose failure needs fixing is left alone (the outbox's longest delay)
+PAUSE_NEEDS_FIXING = 3600.0
+
 
 @click.command("agent", cls=MailCommand)
 @CONFIG_OPTION
@@ -442,14 +446,22 @@ def agent(config_path: pathlib.Path | None, once: bool, interval: float | None) 
     try:
         with _agent(config_path) as mail_agent:
             first_round = True
+            # A mailbox whose failure needs fixing (a refused password: the server may lock
+            # the account) is not tried again for an hour, or until the agent is restarted.
+            paused: dict[str, float] = {}  # source name -> time.monotonic() it may be tried
             while not stop.is_set():
                 failures: list[TransportError] = []
                 fetched: Any = None
+                now = time.monotonic()
+                active = [name for name in mail_agent.sources if paused.get(name, 0.0) <= now]
                 try:
-                    fetched = mail_agent.fetch().new
+                    fetched = mail_agent.fetch(sources=active).new
                 except FetchIncompleteError as exc:  # a source down: the others were read
                     fetched = exc.report.new
-                    failures.extend(error for _, error in exc.failures)
+                    for name, error in exc.failures:
+                        failures.append(error)
+                        if error.needs_fixing:
+                            paused[name] = now + PAUSE_NEEDS_FIXING
                 except TransportError as exc:
                     failures.append(exc)
                 needs_fixing: str | None = None
@@ -473,22 +485,32 @@ def agent(config_path: pathlib.Path | None, once: bool, interval: float | None) 
                     raise failures[0]
                 for failure in failures:  # server down: say so, keep running
                     click.echo(f"warning: {failure}", err=True)
+                for name in sorted(n for n, until in paused.items() if until > time.monotonic()):
+                    click.echo(
+                        f"warning: mailbox {name} needs fixing: not read for an hour;"
+                        " restart the agent once the configuration is fixed",
+                        err=True,
+                    )
                 if once:
                     break
                 first_round = False
-                _wait(mail_agent, wait, stop)
+                _wait(mail_agent, wait, stop, paused)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     click.echo("agent stopped", err=True)
 
 
-def _wait(mail_agent: Any, seconds: float, stop: threading.Event) -> bool:
+def _wait(mail_agent: Any, seconds: float, stop: threading.Event, paused: dict[str, float]) -> bool:
     """Wait until a source may have new mail (True), up to ``seconds`` or a stop (False).
 
     Each source in turn waits for a short slice (IMAP IDLE, or a look at a Maildir), so mail
-    on any source is noticed within seconds and a signal is noticed quickly."""
-    sources = list(mail_agent.sources.values())
+    on any source is noticed within seconds and a signal is noticed quickly. A source that
+    fails is not asked again in this wait (a server down is not called every few seconds);
+    one whose failure needs fixing is paused like a failed fetch."""
+    now = time.monotonic()
+    sources = [(n, s) for n, s in mail_agent.sources.items() if paused.get(n, 0.0) <= now]
+    failed: set[str] = set()
     remaining = seconds
     turn = 0
     while remaining > 0 and not stop.is_set():
@@ -496,13 +518,19 @@ def _wait(mail_agent: Any, seconds: float, stop: threading.Event) -> bool:
         if not sources:
             stop.wait(step)
         else:
-            source = sources[turn % len(sources)]
+            name, source = sources[turn % len(sources)]
             turn += 1
-            try:
-                if source.wait_for_new(step):
-                    return True
-            except CaduceeError:
+            if name in failed:
                 stop.wait(step)
+            else:
+                try:
+                    if source.wait_for_new(step):
+                        return True
+                except CaduceeError as exc:
+                    failed.add(name)
+                    if getattr(exc, "needs_fixing", False):
+                        paused[name] = time.monotonic() + PAUSE_NEEDS_FIXING
+                    stop.wait(step)
         remaining -= step
     return False
 
