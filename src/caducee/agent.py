@@ -212,6 +212,7 @@ class AgentPolicy:
     preferred_cipher: str | None = None  # ContentCipher name; None = strongest common
     minimum_cipher: str = "AES_128_CBC"  # refuse to send with anything weaker than this
     mdn_on_fetch: bool = False  # answer "processed" automatically when mail is fetched
+    request_mdn: bool = True  # ask for read receipts unless send() says otherwise
     fetch_workers: int = 0  # worker processes opening a backlog (software keys only)
     fetch_workers_after: int = PARALLEL_AFTER  # messages of one fetch before they start
     reporting_ua: str = "caducee"
@@ -543,7 +544,7 @@ class Agent:
         cc: Sequence[str] = (),
         attachments: Sequence[Attachment] = (),
         allow_plaintext: bool = False,
-        request_mdn: bool = True,
+        request_mdn: bool | None = None,
     ) -> SendResult:
         """Sign (one card operation), encrypt to every recipient and to the sender, submit.
 
@@ -554,7 +555,10 @@ class Agent:
         (``state == "queued"``); nothing is lost. When the failure will not go away by itself
         (see :func:`needs_fixing`) the message is kept in the outbox all the same, but
         :class:`NotSentError` is raised: someone must fix the configuration.
+        ``request_mdn``: ask for a read receipt (default: the policy's ``request_mdn``).
         """
+        if request_mdn is None:
+            request_mdn = self.policy.request_mdn
         _check_header_text(subject, "subject")
         for address in [*to, *cc]:
             _check_header_text(address.strip(), f"recipient address {address.strip()[:80]!r}")
@@ -1076,8 +1080,14 @@ class Agent:
             text += "; encrypted" if stored.encrypted else "; NOT ENCRYPTED"
         return text
 
-    def read(self, message: int, *, send_receipt: bool = True) -> MessageView:
-        """Decrypt again (one card operation) and show; audited; answers a receipt request."""
+    def read(self, message: int, *, send_receipt: bool = False) -> MessageView:
+        """Decrypt again (one card operation) and show; audited.
+
+        ``send_receipt``: the message is being displayed to its reader, so a requested
+        "displayed" receipt is sent (``caducee read`` does). Off by default: software reading
+        mail for itself must not tell the sender that a person saw it (use ``mdn_on_fetch``
+        for "processed").
+        """
         stored = self.store.get(message)
         opened = self._reopen(stored)
         rendered, _ = render_entity(opened.entity)

@@ -234,6 +234,7 @@ def _open(
         preferred_cipher=config.policy.preferred_cipher,
         minimum_cipher=config.policy.minimum_cipher,
         mdn_on_fetch=config.policy.mdn_on_fetch,
+        request_mdn=config.policy.request_mdn,
         fetch_workers=(
             default_workers()
             if config.policy.fetch_workers is None

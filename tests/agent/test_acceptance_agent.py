@@ -107,7 +107,7 @@ def test_attachment_names_from_another_mail_program(
     stored = martin.store.get(got)
     assert (stored.signature, stored.encrypted) == ("valid", True), stored.reason
 
-    view = martin.read(got)
+    view = martin.read(got, send_receipt=True)
     assert view.body.strip() == "Ci-joint."
     assert [(p.filename, p.size) for p in view.parts if p.attachment] == [
         ("résultat.pdf", len(PDF))
@@ -149,7 +149,7 @@ def test_receipt_sent_for_a_non_ascii_subject(
     (got,) = cardio.fetch().ids
     before = len(post.submitted)
     with caplog.at_level(logging.WARNING):
-        cardio.read(got)
+        cardio.read(got, send_receipt=True)
     assert [r.message for r in caplog.records if "receipt" in r.message] == []
     assert len(post.submitted) == before + 1
     assert cardio.store.get(got).mdn_sent == "displayed"
@@ -173,7 +173,7 @@ def test_a_receipt_not_sent_is_logged_with_its_cause(
     (got,) = martin.fetch().ids
     assert martin.store.get(got).mdn_requested == "cardio@op2.test"
     with caplog.at_level(logging.WARNING, logger="caducee.agent"):
-        martin.read(got)
+        martin.read(got, send_receipt=True)
     (line,) = [r.getMessage() for r in caplog.records if "receipt" in r.getMessage()]
     assert line == (
         f"receipt for message {got} not sent:"
@@ -312,7 +312,7 @@ def test_a_directory_down_does_not_downgrade_a_receipt(
     (got,) = cardio.fetch().ids
     before = len(post.submitted)
     with caplog.at_level(logging.WARNING, logger="caducee.agent"):
-        cardio.read(got)
+        cardio.read(got, send_receipt=True)
     assert len(post.submitted) == before  # nothing sent, in clear or otherwise
     assert cardio.store.get(got).mdn_sent is None
     assert cardio.store.get(got).mdn_due == "displayed"
@@ -358,7 +358,7 @@ def test_processed_receipts_held_back_are_sent_by_the_next_fetch(
     assert len(waits) == 1  # one directory timeout per fetch, not one per message
     assert len(post.submitted) == before
     first = report.ids[0]
-    cardio.read(first)  # still down: the receipt due becomes "displayed"
+    cardio.read(first, send_receipt=True)  # still down: the receipt due becomes "displayed"
     assert cardio.store.receipts_due() == [
         (first, "displayed"), (report.ids[1], "processed"), (report.ids[2], "processed")
     ]  # fmt: skip

@@ -100,10 +100,12 @@ def test_card_user_reads_and_sends_through_config(
         assert cardio.store.capabilities("carte@op1.test") is not None
         cardio.send(["carte@op1.test"], "Pour la carte", "Lu avec la carte.")
         (got,) = agent.fetch().ids
-        view = agent.read(got)
+        view = agent.read(got, send_receipt=True)
         assert view.body.strip() == "Lu avec la carte."
         assert view.security.startswith("signed by Bob Coeur <cardio@op2.test>")
-        assert agent.read(first.id).body.strip() == "Merci de me répondre."  # her Sent copy
+        assert (
+            agent.read(first.id, send_receipt=True).body.strip() == "Merci de me répondre."
+        )  # her Sent copy
     assert len(prompts) == 1  # the PIN is asked once for everything
     assert cardio.fetch().receipts == 1  # her read receipt, signed by the card
     (sent,) = cardio.store.messages("out")

@@ -284,3 +284,20 @@ def test_agent_loop_stops_cleanly_on_sigterm(ops: Operators, tmp_path: pathlib.P
                 proc.wait()
         assert proc.returncode == 0
         assert "agent stopped" in rest and "Traceback" not in rest
+
+
+def test_open_agent_takes_the_receipt_policy_from_the_configuration(
+    ops: Operators, tmp_path: pathlib.Path
+):
+    """`[policy] request_mdn = false` applies to the Python API, not only to `caducee send`."""
+    from caducee.agent_setup import open_agent
+    from caducee.config import load_config
+
+    config = _setup(tmp_path, ops.martin, ops, 9, tmp_path / "maildir")
+    text = config.read_text()
+    assert "[policy]" in text
+    policy = "[policy]\nrequest_mdn = false\nmdn_on_fetch = true"
+    config.write_text(text.replace("[policy]", policy))
+    with open_agent(load_config(config), need_keys=False) as session:
+        policy = session.agent.policy
+    assert policy.request_mdn is False and policy.mdn_on_fetch is True

@@ -38,7 +38,7 @@ def test_send_fetch_read_verified(ops: Operators, post: PostOffice, make_agent: 
 
     report = cardio.fetch()
     assert (report.new, report.valid, report.flagged, report.failed) == (1, 1, 0, 0)
-    view = cardio.read(report.ids[0])
+    view = cardio.read(report.ids[0], send_receipt=True)
     assert view.body.strip() == BODY
     assert view.headers["subject"] == "Bilan patient X"
     assert view.headers_protected
@@ -53,7 +53,7 @@ def test_send_fetch_read_verified(ops: Operators, post: PostOffice, make_agent: 
     )
 
     # the sender's own copy is readable (encrypted to the sender too)
-    own = martin.read(sent.id)
+    own = martin.read(sent.id, send_receipt=True)
     assert own.body.strip() == BODY
     assert own.recipients == (("cardio@op2.test", "sent"),)
 
@@ -63,9 +63,9 @@ def test_receipt_round_trip(ops: Operators, post: PostOffice, make_agent: AgentF
     sent = martin.send(["cardio@op2.test"], "Lettre", "Bonjour")
     (got,) = cardio.fetch().ids
     assert cardio.store.get(got).mdn_requested == "martin@op1.test"
-    assert martin.read(sent.id).recipients == (("cardio@op2.test", "sent"),)
+    assert martin.read(sent.id, send_receipt=True).recipients == (("cardio@op2.test", "sent"),)
 
-    cardio.read(got)  # displaying it sends a signed, encrypted receipt
+    cardio.read(got, send_receipt=True)  # displaying it sends a signed, encrypted receipt
     assert cardio.store.get(got).mdn_sent == "displayed"
     receipt_wire = post.mailbox("martin@op1.test").messages[-1].data
     assert b"application/pkcs7-mime" in receipt_wire or b"application/pkcs7-mime" in (
@@ -76,7 +76,7 @@ def test_receipt_round_trip(ops: Operators, post: PostOffice, make_agent: AgentF
     assert martin.store.get(sent.id).recipients[0].state == "displayed"
     # reading again does not send a second receipt
     before = len(post.submitted)
-    cardio.read(got)
+    cardio.read(got, send_receipt=True)
     assert len(post.submitted) == before
     events = [e.event for e in cardio.audit.entries(got)]
     assert events.count("read") == 2 and events.count("mdn-sent") == 1
@@ -131,7 +131,7 @@ def test_allow_plaintext_sends_signed_only(
     cardio = make_agent(ops.cardio)
     report = cardio.fetch()
     assert report.flagged == 1
-    view = cardio.read(report.ids[0])
+    view = cardio.read(report.ids[0], send_receipt=True)
     assert view.security.startswith("signed by Alice Martin")
     assert view.security.endswith("NOT ENCRYPTED")
 
@@ -272,7 +272,7 @@ def test_no_signing_key_still_reads(ops: Operators, post: PostOffice, make_agent
     lost_card = Identity("martin@op1.test", None, [ops.martin.encryption])
     martin = make_agent(ops.martin, identity=lost_card)
     (got,) = martin.fetch().ids
-    assert martin.read(got).body.strip() == "weekend results"
+    assert martin.read(got, send_receipt=True).body.strip() == "weekend results"
     with pytest.raises(PolicyError, match="cannot sign"):
         martin.send(["cardio@op2.test"], "S", "B")
 

@@ -112,10 +112,12 @@ def test_keystore_mode_user_reads_and_sends_through_config(
         cardio.send(["coffre@op1.test"], "Pour le coffre", "Lu avec le coffre.")
         before = card.operations
         (got,) = agent.fetch().ids
-        view = agent.read(got)
+        view = agent.read(got, send_receipt=True)
         assert view.body.strip() == "Lu avec le coffre."
         assert view.security.startswith("signed by Bob Coeur <cardio@op2.test>")
-        assert agent.read(first.id).body.strip() == "Merci de me répondre."  # her Sent copy
+        assert (
+            agent.read(first.id, send_receipt=True).body.strip() == "Merci de me répondre."
+        )  # her Sent copy
         assert card.operations - before == 1  # reading cost only the read receipt's signature
     assert len(prompts) == 1  # the PIN is asked once for everything
 

@@ -120,7 +120,7 @@ def test_receipt_request_to_another_address_is_not_honoured(
     post.mailbox("martin@op1.test").deliver(wire)
     (got,) = martin.fetch().ids
     assert martin.store.get(got).mdn_requested is None
-    martin.read(got)
+    martin.read(got, send_receipt=True)
     assert post.submitted == []
 
 
@@ -134,7 +134,7 @@ def test_processed_receipt_on_fetch_when_policy_says_so(
     assert cardio.store.get(got).mdn_sent == "processed"
     martin.fetch()
     assert martin.store.get(sent.id).recipients[0].state == "processed"
-    cardio.read(got)  # then displayed, which supersedes processed
+    cardio.read(got, send_receipt=True)  # then displayed, which supersedes processed
     martin.fetch()
     assert martin.store.get(sent.id).recipients[0].state == "displayed"
 
@@ -144,5 +144,30 @@ def test_no_receipt_when_not_requested(ops: Operators, post: PostOffice, make_ag
     martin.send(["cardio@op2.test"], "x", "y", request_mdn=False)
     (got,) = cardio.fetch().ids
     before = len(post.submitted)
-    cardio.read(got)
+    cardio.read(got, send_receipt=True)
     assert len(post.submitted) == before
+
+
+def test_software_reading_sends_no_displayed_receipt_unless_it_says_so(
+    ops: Operators, post: PostOffice, make_agent: AgentFactory
+):
+    """A program reading mail (API, default) must not tell the sender a person saw it."""
+    martin, cardio = make_agent(ops.martin), make_agent(ops.cardio)
+    martin.send(["cardio@op2.test"], "x", "y")
+    (got,) = cardio.fetch().ids
+    before = len(post.submitted)
+    cardio.read(got)
+    assert len(post.submitted) == before and cardio.store.get(got).mdn_sent is None
+    cardio.read(got, send_receipt=True)  # shown to the professional
+    assert len(post.submitted) == before + 1 and cardio.store.get(got).mdn_sent == "displayed"
+
+
+def test_the_policy_decides_whether_receipts_are_requested(
+    ops: Operators, post: PostOffice, make_agent: AgentFactory
+):
+    quiet = make_agent(ops.martin, policy=AgentPolicy(request_mdn=False))
+    sent = quiet.send(["cardio@op2.test"], "x", "y")
+    assert quiet.store.get(sent.id).mdn_requested is None
+    assert b"Disposition-Notification-To" not in post.submitted[-1][1]
+    asked = quiet.send(["cardio@op2.test"], "x", "y", request_mdn=True)  # the call says
+    assert quiet.store.get(asked.id).mdn_requested == "martin@op1.test"

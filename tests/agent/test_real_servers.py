@@ -59,7 +59,7 @@ def test_exchange_over_smtp_lmtp_dovecot_imap(
         assert sent.state == "sent"
         report = cardio.fetch()
         assert (report.new, report.valid) == (1, 1)
-        view = cardio.read(report.ids[0])
+        view = cardio.read(report.ids[0], send_receipt=True)
         assert view.security.startswith("signed by Alice Martin <martin@op1.test>")
         assert view.body.strip() == "Compte rendu en pièce jointe."
         exported = cardio.export(report.ids[0], tmp_path / "out")

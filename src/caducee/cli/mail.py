@@ -136,7 +136,6 @@ def send(
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read the body from {body_source}: {exc}") from None
     attachments = [Attachment.from_file(p) for p in attach]
-    config = load_config(config_path)
     with _agent(config_path) as agent:
         result = agent.send(
             _addresses(to),
@@ -145,7 +144,7 @@ def send(
             cc=_addresses(cc),
             attachments=attachments,
             allow_plaintext=allow_plaintext,
-            request_mdn=config.policy.request_mdn and not no_receipt,
+            request_mdn=False if no_receipt else None,  # None: the policy says
         )
         waiting = next((i for i in agent.store.outbox() if i.message == result.id), None)
     cause = waiting.last_error if waiting is not None and result.state == "queued" else None

@@ -253,7 +253,7 @@ def _receive(say: Narrator, world: _World, sent: SendResult) -> None:
     say.info(f"signing time: {stored.signing_time}")
     say.step("The cardiologist reads it (decrypted again; a signed read receipt goes back)")
     before = cardio.card_operations
-    view = agent.read(stored.id)
+    view = agent.read(stored.id, send_receipt=True)
     say.info(f"From: {view.headers.get('from')}")
     say.info(f"Subject: {view.headers.get('subject')} (protected: inside the encryption)")
     first = next((line for line in view.body.splitlines() if line.strip()), "")
@@ -279,7 +279,7 @@ def _receipt(say: Narrator, world: _World, sent: SendResult) -> None:
     _expect(states.get(world.cardio.email) == "displayed", f"states {states}")
     for address, state in states.items():
         say.info(f"{address}: {state}")
-    mine = agent.read(sent.id)
+    mine = agent.read(sent.id, send_receipt=True)
     _expect(mine.headers.get("subject") == letter.SUBJECT, "her sent copy did not open")
     say.ok(f"her sent copy opens with her own encryption key: {mine.headers.get('subject')!r}")
 
