@@ -21,11 +21,14 @@ import datetime as dt
 import email.message
 import email.policy
 import email.utils
+import functools
 import logging
 import mimetypes
 import os
 import pathlib
+import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
 from cryptography import x509
 
@@ -343,6 +346,21 @@ class _Verdict:
     signing_time: dt.datetime | None
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _serialized(method: _F) -> _F:
+    """One call at a time per agent, from whatever thread: a call from another thread waits
+    (the IMAP connection, the SMTP session and the store's transactions are not shared)."""
+
+    @functools.wraps(method)
+    def run(self: Agent, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return cast(_F, run)
+
+
 def _text_charset(data: bytes) -> str | None:
     """The charset of a text attachment when its bytes say it for sure (ASCII, UTF-8)."""
     try:
@@ -431,6 +449,7 @@ class Agent:
         self.clock = clock
         self.random = random
         self._receipts_blocked = False  # during a fetch: a receipt was held back already
+        self._lock = threading.RLock()  # see _serialized
 
     def __repr__(self) -> str:
         return f"<Agent {self.identity.email}>"
@@ -491,6 +510,7 @@ class Agent:
             out = out.replace(marker_line, lines)
         return out
 
+    @_serialized
     def check_recipients(
         self, addresses: Sequence[str]
     ) -> tuple[list[tuple[str, TrustVerdict]], list[tuple[str, str]]]:
@@ -535,6 +555,7 @@ class Agent:
                 problems.append((address, "; ".join(dict.fromkeys(reasons))))
         return found, problems, unknown
 
+    @_serialized
     def send(
         self,
         to: Sequence[str],
@@ -777,6 +798,7 @@ class Agent:
             self.audit.record("sent", message, detail=f"{len(served)} of {len(recipients)}")
         return waiting, served
 
+    @_serialized
     def retry_outbox(self, *, due_only: bool = False) -> OutboxRound:
         """Submit what is waiting; (sent, still waiting). ``due_only`` leaves the messages
         whose next attempt is not due yet (the agent's rounds); without it everything is tried
@@ -826,6 +848,7 @@ class Agent:
 
     # -- receiving ---------------------------------------------------------------------------------
 
+    @_serialized
     def fetch(
         self,
         progress: Callable[[int], None] | None = None,
@@ -1080,6 +1103,7 @@ class Agent:
             text += "; encrypted" if stored.encrypted else "; NOT ENCRYPTED"
         return text
 
+    @_serialized
     def read(self, message: int, *, send_receipt: bool = False) -> MessageView:
         """Decrypt again (one card operation) and show; audited.
 
@@ -1183,6 +1207,7 @@ class Agent:
         self.audit.record("mdn-sent", message, detail=disposition)
         return True
 
+    @_serialized
     def send_due_receipts(self) -> int:
         """Send the receipts held back while a directory was down; how many are still due.
 
@@ -1194,6 +1219,7 @@ class Agent:
                 return len(due) - index
         return 0
 
+    @_serialized
     def export(
         self,
         message: int,

@@ -395,3 +395,28 @@ def test_text_attachments_arrive_byte_for_byte(
     parsed = email.message_from_bytes(opened.entity, policy=email.policy.default)
     charsets = {p.get_filename(): p.get_param("charset") for p in parsed.iter_attachments()}
     assert charsets == {"hprim.hpr": None, "notes.txt": "utf-8", "report.csv": "us-ascii"}
+
+
+def test_an_agent_may_be_called_from_other_threads_one_call_at_a_time(
+    ops: Operators, make_agent: AgentFactory
+):
+    """A web framework's worker threads, run_in_executor: calls from any thread work (they
+    are serialized); after the store is closed, a caducee error says so."""
+    import concurrent.futures
+
+    from caducee.store.messages import NoSuchMessageError, StoreError
+
+    martin, cardio = make_agent(ops.martin), make_agent(ops.cardio)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        sends = [pool.submit(martin.send, ["cardio@op2.test"], f"r{i}", "b") for i in range(8)]
+        assert sorted(f.result().state for f in sends) == ["sent"] * 8
+        fetched = pool.submit(cardio.fetch).result()
+        reads = [pool.submit(cardio.read, i) for i in fetched.ids]
+        assert sorted(f.result().headers["subject"] for f in reads) == [f"r{i}" for i in range(8)]
+    with pytest.raises(NoSuchMessageError) as missing:
+        cardio.read(9999)
+    assert missing.value.exit_code == 9
+    cardio.store.close()
+    with pytest.raises(StoreError, match="is closed"):
+        cardio.fetch()
+    cardio.store.close()  # again: nothing happens

@@ -22,14 +22,10 @@ import click
 from caducee.cli.commands import CONFIG_OPTION, JSON_OPTION, MailCommand, emit
 from caducee.config import Config, load_config
 from caducee.errors import CaduceeError, CryptoError, TransportError, UsageError
-from caducee.store.messages import OutboxItem, StoreError
+from caducee.store.messages import OutboxItem
 
 if TYPE_CHECKING:
     from caducee.agent import FetchReport
-
-
-class NoSuchMessageError(StoreError):
-    """The message number given is not in the local message store."""
 
 
 class UnopenedMessageError(CryptoError):
@@ -312,10 +308,7 @@ def _why(error: str | None) -> str:
 def _stored(agent: Any, message_id: int) -> Any:
     """The stored message, or the store's own error when there is no such message; a message
     that could not be opened at fetch time is reported as such, with its outer headers."""
-    try:
-        stored = agent.store.get(message_id)
-    except UsageError:
-        raise NoSuchMessageError(f"no message {message_id} in the message store") from None
+    stored = agent.store.get(message_id)  # NoSuchMessageError (exit 9) when there is none
     if stored.status == "failed":
         why = _why(stored.error)
         headers = {

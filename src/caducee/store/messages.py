@@ -28,13 +28,22 @@ import hashlib
 import os
 import pathlib
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Literal
 
 from caducee.errors import CaduceeError, UsageError
 from caducee.sqlitetx import immediate
 
-__all__ = ["Arrival", "MessageStore", "OutboxItem", "RecipientState", "StoredMessage", "StoreError"]
+__all__ = [
+    "Arrival",
+    "MessageStore",
+    "NoSuchMessageError",
+    "OutboxItem",
+    "RecipientState",
+    "StoredMessage",
+    "StoreError",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -106,6 +115,10 @@ class StoreError(CaduceeError):
     """The message store cannot be opened or written."""
 
     exit_code = 9
+
+
+class NoSuchMessageError(StoreError):
+    """The message number given is not in the local message store."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,14 +211,22 @@ _PAGE_SIZE = 16384  # new stores only; an existing store keeps its own
 
 
 class MessageStore:
-    """The SQLite message store; ``with MessageStore(path) as store:`` closes it."""
+    """The SQLite message store; ``with MessageStore(path) as store:`` closes it.
+
+    It may be used from any thread, one transaction at a time (a lock); a closed store
+    raises :class:`StoreError`. Several stores (processes, sessions) may share one file.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = pathlib.Path(path)
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
         old_umask = os.umask(0o077)  # WAL and SHM files SQLite creates later are 0600 too
         try:
             _secure_file(self.path)
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self._conn = sqlite3.connect(
+                self.path, isolation_level=None, timeout=30, check_same_thread=False
+            )
             self._db.row_factory = sqlite3.Row
             # Before WAL (it fixes the page size): a new store gets 16 KiB pages, which take a
             # received message's wire bytes (~150 KB) in a third less CPU than the default 4 KiB.
@@ -227,6 +248,12 @@ class MessageStore:
 
     def __repr__(self) -> str:
         return f"<MessageStore {self.path}>"
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(f"the message store {self.path} is closed")
+        return self._conn
 
     def _upgrade(self) -> None:
         """Bring a store written by an earlier version to this schema."""
@@ -258,7 +285,11 @@ class MessageStore:
         )
 
     def close(self) -> None:
-        self._db.close()
+        """Close the store (again: nothing happens)."""
+        if self._conn is not None:
+            with self._lock:
+                self._conn.close()
+                self._conn = None
 
     def __enter__(self) -> MessageStore:
         return self
@@ -280,14 +311,15 @@ class MessageStore:
         lose them (WAL keeps the file consistent) and the next fetch brings them back; they are
         then made durable by the next synced commit. Sent mail, the outbox and the audit log are
         never written that way."""
-        if recoverable:
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        try:
-            with immediate(self._db) as db:
-                yield db
-        finally:
+        with self._lock:
             if recoverable:
-                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                with immediate(self._db) as db:
+                    yield db
+            finally:
+                if recoverable:
+                    self._db.execute("PRAGMA synchronous=FULL")
 
     # -- received mail -----------------------------------------------------------------------------
 
@@ -584,7 +616,7 @@ class MessageStore:
     def get(self, message: int) -> StoredMessage:
         row = self._db.execute(_SELECT + " WHERE m.id = ?", (message,)).fetchone()
         if row is None:
-            raise UsageError(f"no message {message} in the store")
+            raise NoSuchMessageError(f"no message {message} in the message store")
         return self._message(row)
 
     def messages(
