@@ -420,3 +420,20 @@ def test_an_agent_may_be_called_from_other_threads_one_call_at_a_time(
     with pytest.raises(StoreError, match="is closed"):
         cardio.fetch()
     cardio.store.close()  # again: nothing happens
+
+
+def test_a_listing_does_not_hold_every_message_s_bytes(ops: Operators, make_agent: AgentFactory):
+    """`caducee inbox` after a year of PDFs must not load gigabytes: a listed message's wire
+    bytes are read from the store when asked for."""
+    from caducee.store.messages import StoreError
+
+    martin, cardio = make_agent(ops.martin), make_agent(ops.cardio)
+    for i in range(2):
+        martin.send(["cardio@op2.test"], f"r{i}", "b", attachments=[Attachment("a.pdf", b"%PDF")])
+    cardio.fetch()
+    first, second = cardio.store.messages("in")
+    assert first.wire == cardio.store.get(first.id).wire and b"smime.p7m" in first.wire
+    assert "wire" not in repr(first)
+    cardio.store.close()
+    with pytest.raises(StoreError, match="is closed"):
+        second.wire  # noqa: B018 - never read while listing

@@ -24,12 +24,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import os
 import pathlib
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
 from caducee.errors import CaduceeError, UsageError
@@ -103,7 +104,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 
 #: A message with its wire bytes (kept in their own table: a verdict or receipt state updated
 #: in ``messages`` then does not rewrite a row holding the whole message).
-_SELECT = "SELECT m.*, w.wire FROM messages m JOIN wires w ON w.message = m.id"
+_SELECT = "SELECT m.* FROM messages m"  # the wire bytes are read apart (see StoredMessage)
 
 #: Delivery states in the order they progress; a later MDN never moves a recipient backwards.
 STATES = ("queued", "sent", "processed", "displayed")
@@ -130,7 +131,9 @@ class RecipientState:
 
 @dataclasses.dataclass(frozen=True)
 class StoredMessage:
-    """One row; ``wire`` is the message as it travelled (encrypted when it was)."""
+    """One row; ``wire`` is the message as it travelled (encrypted when it was): read from
+    the store when first asked for in a listing (:meth:`MessageStore.messages` does not hold
+    every message's bytes), at once by :meth:`MessageStore.get`."""
 
     id: int
     direction: str
@@ -138,7 +141,7 @@ class StoredMessage:
     mailbox: str
     uid: str
     stored_at: str
-    wire: bytes
+    wire_source: Callable[[], bytes] = dataclasses.field(repr=False, compare=False)
     outer_from: str | None
     outer_to: str | None
     outer_subject: str | None
@@ -159,6 +162,10 @@ class StoredMessage:
     mdn_sent: str | None
     recipients: tuple[RecipientState, ...] = ()
     mdn_due: str | None = None  # a receipt held back, sent at the next fetch
+
+    @property
+    def wire(self) -> bytes:
+        return self.wire_source()
 
     def __repr__(self) -> str:  # never the wire bytes
         return f"<StoredMessage {self.id} {self.direction} {self.status} {self.signature}>"
@@ -574,7 +581,13 @@ class MessageStore:
 
     # -- reading -----------------------------------------------------------------------------------
 
-    def _message(self, row: sqlite3.Row) -> StoredMessage:
+    def _wire(self, message: int) -> bytes:
+        row = self._db.execute("SELECT wire FROM wires WHERE message = ?", (message,)).fetchone()
+        if row is None:  # a received copy of another message keeps no bytes
+            raise NoSuchMessageError(f"no message {message} in the message store")
+        return bytes(row[0])
+
+    def _message(self, row: sqlite3.Row, wire: Callable[[], bytes]) -> StoredMessage:
         recipients = tuple(
             RecipientState(r["address"], r["state"], r["updated_at"])
             for r in self._db.execute(
@@ -590,7 +603,7 @@ class MessageStore:
             mailbox=row["mailbox"],
             uid=row["uid"],
             stored_at=row["stored_at"],
-            wire=bytes(row["wire"]),
+            wire_source=wire,
             outer_from=row["outer_from"],
             outer_to=row["outer_to"],
             outer_subject=row["outer_subject"],
@@ -617,7 +630,8 @@ class MessageStore:
         row = self._db.execute(_SELECT + " WHERE m.id = ?", (message,)).fetchone()
         if row is None:
             raise NoSuchMessageError(f"no message {message} in the message store")
-        return self._message(row)
+        data = self._wire(message)
+        return self._message(row, lambda: data)
 
     def messages(
         self, direction: str | None = None, include_mdn: bool = False
@@ -629,7 +643,8 @@ class MessageStore:
             args.append(direction)
         if not include_mdn:
             sql += " AND m.is_mdn = 0"
-        return [self._message(r) for r in self._db.execute(sql + " ORDER BY m.id", args)]
+        rows = self._db.execute(sql + " ORDER BY m.id", args).fetchall()
+        return [self._message(r, functools.partial(self._wire, r["id"])) for r in rows]
 
     def count(self) -> int:
         """Messages kept (a received copy of a message already kept is not counted)."""
