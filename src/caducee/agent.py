@@ -28,7 +28,7 @@ import os
 import pathlib
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 from cryptography import x509
 
@@ -67,6 +67,7 @@ __all__ = [
     "MessageView",
     "NotSentError",
     "OutboxRound",
+    "ReceiptUpdate",
     "RecipientsRefusedError",
     "RecipientsUnknownError",
     "SendResult",
@@ -261,6 +262,8 @@ class FetchReport:
     ids: list[int] = dataclasses.field(default_factory=list)
     #: (source name, error) of each mailbox that could not be read; the others were
     failures: list[tuple[str, TransportError]] = dataclasses.field(default_factory=list)
+    #: what the receipts of this fetch changed: one per receipt applied to a sent message
+    receipt_updates: list[ReceiptUpdate] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -273,7 +276,19 @@ class FetchReport:
             "receipts_due": self.receipts_due,
             "ids": list(self.ids),
             "failures": [{"source": name, "error": str(exc)} for name, exc in self.failures],
+            "receipt_updates": [u._asdict() for u in self.receipt_updates],
         }
+
+
+class ReceiptUpdate(NamedTuple):
+    """A signed read receipt applied to a sent message: its store id and Message-ID, the
+    recipient, and the disposition it reported ("processed" or "displayed"; the recipient's
+    state only ever moves forward, see :meth:`Agent.delivery`)."""
+
+    sent: int
+    message_id: str
+    recipient: str
+    disposition: str
 
 
 class FetchIncompleteError(TransportError):
@@ -967,7 +982,7 @@ class Agent:
         is_receipt = mdn.is_mdn(opened.entity)
         reason = verdict.reason
         if is_receipt:
-            reason = self._apply_receipt(opened, verdict) or reason
+            reason = self._apply_receipt(opened, verdict, report) or reason
             report.receipts += 1
         signer = verdict.signer
         self.store.record_verdict(
@@ -1065,7 +1080,9 @@ class Agent:
             return None
         return address if address == _address(opened.headers.get("from")) else None
 
-    def _apply_receipt(self, opened: OpenedMessage, verdict: _Verdict) -> str | None:
+    def _apply_receipt(
+        self, opened: OpenedMessage, verdict: _Verdict, report: FetchReport
+    ) -> str | None:
         """Advance a sent message's recipient state from a signed MDN; the reason if ignored."""
         try:
             receipt = mdn.parse_mdn(opened.entity)
@@ -1075,11 +1092,30 @@ class Agent:
             return "receipt ignored: not validly signed"
         if receipt.final_recipient not in _signer_emails(verdict.signer):
             return "receipt ignored: signed by someone other than the recipient it names"
-        if not self.store.apply_disposition(
+        sent = self.store.apply_disposition(
             receipt.original_message_id, receipt.final_recipient, receipt.disposition
-        ):
+        )
+        if sent is None:
             return "receipt for a message we did not send"
+        report.receipt_updates.append(
+            ReceiptUpdate(
+                sent,
+                receipt.original_message_id,
+                receipt.final_recipient.lower(),
+                receipt.disposition,
+            )
+        )
         return None
+
+    @_serialized
+    def delivery(self, message: int | str) -> dict[str, str]:
+        """Each recipient of a sent message (by store id, or by its Message-ID) and where it
+        is: "queued" (in the outbox), "sent" (taken by the submission server), "processed" or
+        "displayed" (a signed receipt says so), "rejected" (refused for good). No card needed.
+        """
+        if isinstance(message, str):
+            message = self.store.sent_id(message)
+        return self.store.recipient_states(message)
 
     # -- reading -----------------------------------------------------------------------------------
 

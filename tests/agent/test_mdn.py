@@ -171,3 +171,33 @@ def test_the_policy_decides_whether_receipts_are_requested(
     assert b"Disposition-Notification-To" not in post.submitted[-1][1]
     asked = quiet.send(["cardio@op2.test"], "x", "y", request_mdn=True)  # the call says
     assert quiet.store.get(asked.id).mdn_requested == "martin@op1.test"
+
+
+def test_delivery_status_per_recipient_and_what_each_fetch_changed(
+    ops: Operators, post: PostOffice, make_agent: AgentFactory
+):
+    """The hospital system asks, per sent message, where each recipient is, by the store id or
+    the Message-ID; a fetch says which receipts it applied."""
+    from caducee.agent import ReceiptUpdate
+    from caducee.store.messages import NoSuchMessageError
+
+    martin, cardio = make_agent(ops.martin), make_agent(ops.cardio)
+    sent = martin.send(["cardio@op2.test", "petit@op1.test"], "letter", "text")
+    assert martin.delivery(sent.id) == {"cardio@op2.test": "sent", "petit@op1.test": "sent"}
+    (got,) = cardio.fetch().ids
+    cardio.read(got, send_receipt=True)
+    report = martin.fetch()
+    assert report.receipt_updates == [
+        ReceiptUpdate(sent.id, sent.message_id, "cardio@op2.test", "displayed")
+    ]
+    assert report.to_json()["receipt_updates"] == [
+        {"sent": sent.id, "message_id": sent.message_id, "recipient": "cardio@op2.test",
+         "disposition": "displayed"}
+    ]  # fmt: skip
+    expected = {"cardio@op2.test": "displayed", "petit@op1.test": "sent"}
+    assert martin.delivery(sent.id) == expected == martin.delivery(sent.message_id)
+    assert martin.fetch().receipt_updates == []
+    with pytest.raises(NoSuchMessageError):
+        martin.delivery("<nobody@op1.test>")
+    with pytest.raises(UsageError, match="was received, not sent"):
+        cardio.delivery(got)

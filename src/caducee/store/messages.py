@@ -559,10 +559,11 @@ class MessageStore:
                 (state, _now(), message),
             )
 
-    def apply_disposition(self, original_message_id: str, address: str, state: str) -> bool:
-        """Advance one recipient of a sent message (from an MDN); False if nothing matched."""
+    def apply_disposition(self, original_message_id: str, address: str, state: str) -> int | None:
+        """Advance one recipient of a sent message (from an MDN); the sent message's id, or
+        None if nothing matched."""
         if state not in STATES:
-            return False
+            return None
         with self.transaction() as db:
             row = db.execute(
                 "SELECT r.message, r.state FROM recipients r JOIN messages m ON m.id = r.message"
@@ -570,14 +571,38 @@ class MessageStore:
                 (original_message_id, address.lower()),
             ).fetchone()
             if row is None:
-                return False
+                return None
             if STATES.index(state) > STATES.index(row["state"]):
                 db.execute(
                     "UPDATE recipients SET state = ?, updated_at = ? WHERE message = ?"
                     " AND address = ?",
                     (state, _now(), row["message"], address.lower()),
                 )
-            return True
+            return int(row["message"])
+
+    def sent_id(self, message_id: str) -> int:
+        """The store id of the message sent with this Message-ID."""
+        row = self._db.execute(
+            "SELECT id FROM messages WHERE direction = 'out' AND message_id = ?"
+            " ORDER BY id DESC LIMIT 1",
+            (message_id,),
+        ).fetchone()
+        if row is None:
+            raise NoSuchMessageError(f"no sent message with Message-ID {message_id[:100]}")
+        return int(row["id"])
+
+    def recipient_states(self, message: int) -> dict[str, str]:
+        """Each recipient of a sent message and its state (see ``STATES``, ``REJECTED``)."""
+        rows = self._db.execute(
+            "SELECT m.direction, r.address, r.state FROM messages m"
+            " LEFT JOIN recipients r ON r.message = m.id WHERE m.id = ? ORDER BY r.address",
+            (message,),
+        ).fetchall()
+        if not rows:
+            raise NoSuchMessageError(f"no message {message} in the message store")
+        if rows[0]["direction"] != "out":
+            raise UsageError(f"message {message} was received, not sent: it has no recipients")
+        return {r["address"]: r["state"] for r in rows if r["address"] is not None}
 
     # -- reading -----------------------------------------------------------------------------------
 
