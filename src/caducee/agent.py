@@ -26,6 +26,7 @@ import logging
 import mimetypes
 import os
 import pathlib
+import re
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar, cast
@@ -43,7 +44,14 @@ from caducee.core.mime import b64
 from caducee.core.mime import headers as mime_headers
 from caducee.core.mime.enveloped import is_enveloped_mime
 from caducee.core.policy import choose_encryption
-from caducee.errors import CaduceeError, DirectoryError, PolicyError, TransportError, UsageError
+from caducee.errors import (
+    CaduceeError,
+    CryptoError,
+    DirectoryError,
+    PolicyError,
+    TransportError,
+    UsageError,
+)
 from caducee.keys.api import DecryptionKey, SigningKey
 from caducee.mail.api import (
     Envelope,
@@ -71,6 +79,8 @@ __all__ = [
     "RecipientsRefusedError",
     "RecipientsUnknownError",
     "SendResult",
+    "UnopenedMessageError",
+    "check_openable",
 ]
 
 log = logging.getLogger(__name__)
@@ -117,6 +127,41 @@ class NoSubmitterError(TransportError):
 
     def __init__(self) -> None:
         super().__init__("no SMTP submission server is configured")
+
+
+class UnopenedMessageError(CryptoError):
+    """The message is stored, but it could not be opened when it was fetched (``read`` and
+    ``export`` do not try again); ``details`` holds what can still be shown: the reason and
+    the headers outside the encryption."""
+
+    def __init__(self, message: str, details: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+#: how a bytes value is written by repr(): b'...' or b"..." (with escapes)
+_BYTES_REPR = re.compile(r"\bb'(?:[^'\\]|\\.)*'" + "|" + r'\bb"(?:[^"\\]|\\.)*"')
+
+
+def check_openable(stored: StoredMessage) -> StoredMessage:
+    """``stored``, unless it could not be opened when fetched (:class:`UnopenedMessageError`)."""
+    if stored.status != "failed":
+        return stored
+    why = _BYTES_REPR.sub("(binary data)", stored.error or "unknown error")
+    headers = {
+        "from": stored.outer_from,
+        "to": stored.outer_to,
+        "date": stored.outer_date,
+        "subject": stored.outer_subject,
+    }
+    raise UnopenedMessageError(
+        f"message {stored.id} COULD NOT BE OPENED: {why}",
+        {
+            "id": stored.id,
+            "reason": why,
+            "headers": {k: v for k, v in headers.items() if v is not None},
+        },
+    )
 
 
 class NotSentError(TransportError):
@@ -1148,7 +1193,7 @@ class Agent:
         mail for itself must not tell the sender that a person saw it (use ``mdn_on_fetch``
         for "processed").
         """
-        stored = self.store.get(message)
+        stored = check_openable(self.store.get(message))
         opened = self._reopen(stored)
         rendered, _ = render_entity(opened.entity)
         shown = {
@@ -1263,7 +1308,7 @@ class Agent:
         progress: Callable[[int], None] | None = None,
     ) -> list[pathlib.Path]:
         """Write the attachments (mode 0600, safe names, never outside ``directory``)."""
-        stored = self.store.get(message)
+        stored = check_openable(self.store.get(message))
         opened = self._reopen(stored)
         _, attachments = render_entity(opened.entity)
         target = pathlib.Path(directory)

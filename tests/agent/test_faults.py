@@ -12,7 +12,7 @@ import stat
 
 import pytest
 
-from caducee.agent import AgentPolicy, Attachment, FetchIncompleteError
+from caducee.agent import AgentPolicy, Attachment, FetchIncompleteError, UnopenedMessageError
 from caducee.core.message import protect
 from caducee.mail.imap import ImapMailbox, ImapUnavailableError
 from caducee.smime import now
@@ -116,6 +116,13 @@ def test_undecryptable_and_malformed_kept_among_good(
     assert martin.security_summary(rows[4]) == "NOT SIGNED; NOT ENCRYPTED"
     assert martin.security_summary(rows[1]).startswith("COULD NOT BE OPENED")
     assert rows[1].wire == box.messages[2].data  # kept as received, never deleted
+    # the API says why, with what can still be shown, instead of decrypting in vain again
+    for call in (martin.read, lambda i: martin.export(i, "/nonexistent/never-created")):
+        with pytest.raises(UnopenedMessageError) as caught:
+            call(rows[1].id)
+        assert caught.value.exit_code == 3
+        assert str(caught.value).startswith(f"message {rows[1].id} COULD NOT BE OPENED: ")
+        assert caught.value.details["headers"]["from"] == "petit@op1.test"
 
 
 def test_crash_mid_fetch_then_refetch(ops: Operators, post: PostOffice, make_agent: AgentFactory):

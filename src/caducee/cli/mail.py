@@ -8,7 +8,6 @@ CaduceeErrors, which ``caducee.cli.main`` prints as one line with a non-zero exi
 from __future__ import annotations
 
 import pathlib
-import re
 import signal
 import sys
 import threading
@@ -21,20 +20,11 @@ import click
 
 from caducee.cli.commands import CONFIG_OPTION, JSON_OPTION, MailCommand, emit
 from caducee.config import Config, load_config
-from caducee.errors import CaduceeError, CryptoError, TransportError, UsageError
+from caducee.errors import CaduceeError, TransportError, UsageError
 from caducee.store.messages import OutboxItem
 
 if TYPE_CHECKING:
     from caducee.agent import FetchReport
-
-
-class UnopenedMessageError(CryptoError):
-    """The message was stored but could not be opened when it was fetched; ``details`` holds
-    what can still be shown (its outer headers), for ``--json``."""
-
-    def __init__(self, message: str, details: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.details = details
 
 
 class StillWaitingError(TransportError):
@@ -296,36 +286,12 @@ def inbox(config_path: pathlib.Path | None, sent: bool, as_json: bool) -> None:
     Console().print(table)
 
 
-#: how a bytes value is written by repr(): b'...' or b"..." (with escapes)
-_BYTES_REPR = re.compile(r"\bb'(?:[^'\\]|\\.)*'" + "|" + r'\bb"(?:[^"\\]|\\.)*"')
-
-
-def _why(error: str | None) -> str:
-    """The stored reason a message could not be opened, without raw bytes quoted in it."""
-    return _BYTES_REPR.sub("(binary data)", error or "unknown error")
-
-
 def _stored(agent: Any, message_id: int) -> Any:
-    """The stored message, or the store's own error when there is no such message; a message
-    that could not be opened at fetch time is reported as such, with its outer headers."""
-    stored = agent.store.get(message_id)  # NoSuchMessageError (exit 9) when there is none
-    if stored.status == "failed":
-        why = _why(stored.error)
-        headers = {
-            "from": stored.outer_from,
-            "to": stored.outer_to,
-            "date": stored.outer_date,
-            "subject": stored.outer_subject,
-        }
-        raise UnopenedMessageError(
-            f"message {message_id} COULD NOT BE OPENED: {why}",
-            {
-                "id": message_id,
-                "reason": why,
-                "headers": {k: v for k, v in headers.items() if v is not None},
-            },
-        )
-    return stored
+    """The stored message (before the card is opened): NoSuchMessageError (exit 9) when
+    there is none, UnopenedMessageError when it could not be opened at fetch time."""
+    from caducee.agent import check_openable
+
+    return check_openable(agent.store.get(message_id))
 
 
 @click.command("read", cls=MailCommand)
@@ -337,6 +303,8 @@ def read(
     config_path: pathlib.Path | None, message_id: int, no_receipt: bool, as_json: bool
 ) -> None:
     """Decrypt and show one message (text only; remote content is never loaded)."""
+    from caducee.agent import UnopenedMessageError
+
     with _agent(config_path, need_keys=False) as agent:  # no card needed to say "no such"
         try:
             _stored(agent, message_id)
