@@ -75,6 +75,7 @@ __all__ = [
     "MessageView",
     "NotSentError",
     "OutboxRound",
+    "Part",
     "ReceiptUpdate",
     "RecipientsRefusedError",
     "RecipientsUnknownError",
@@ -231,6 +232,9 @@ class OutboxRound(tuple[int, int]):
     @property
     def waiting(self) -> int:
         return self[1]
+
+    def __repr__(self) -> str:
+        return f"OutboxRound(sent={self[0]}, waiting={self[1]}, needs_fixing={self.needs_fixing!r})"
 
 
 def _check_header_text(value: str, what: str) -> None:

@@ -18,7 +18,7 @@ from caducee.agent import Agent, AgentPolicy, Identity
 from caducee.agent_trust import DirectoryFinder, PkiValidator, StaticFinder
 from caducee.certfiles import load_certificate, load_certificates
 from caducee.config import Config, MailServer, SourceConfig
-from caducee.errors import CaduceeError, ConfigError
+from caducee.errors import CaduceeError, ConfigError, KeyStoreError
 from caducee.keys.api import DecryptionKey, SigningKey
 from caducee.mail.api import MailboxSource
 from caducee.opening import default_workers
@@ -26,6 +26,7 @@ from caducee.store.messages import MessageStore
 
 if TYPE_CHECKING:
     from caducee.keys.pkcs11 import CardSession
+    from caducee.keys.software import PrivateKey
 
 __all__ = ["AgentSession", "mail_ssl_context", "open_agent"]
 
@@ -72,15 +73,22 @@ def _software_identity(config: Config) -> Identity:
     password = None
     if ident.key_password_file is not None:
         password = _read(ident.key_password_file, "key password file").strip()
+
+    def key(path: Any, what: str) -> PrivateKey:
+        try:
+            return load_private_key(_read(path, what), password)
+        except KeyStoreError as exc:  # which of the two files
+            raise KeyStoreError(f"{what} {path}: {exc}") from None
+
     assert ident.decryption_key is not None and ident.decryption_cert is not None
     decryption = SoftwareKey(
-        load_private_key(_read(ident.decryption_key, "decryption key"), password),
+        key(ident.decryption_key, "decryption key"),
         load_certificate(_read(ident.decryption_cert, "certificate"), str(ident.decryption_cert)),
     )
     signing: SigningKey | None = None
     if ident.signing_key is not None and ident.signing_cert is not None:
         signing = SoftwareKey(
-            load_private_key(_read(ident.signing_key, "signing key"), password),
+            key(ident.signing_key, "signing key"),
             load_certificate(_read(ident.signing_cert, "certificate"), str(ident.signing_cert)),
         )
     return Identity(ident.email, signing, [decryption], ident.name)

@@ -301,3 +301,18 @@ def test_open_agent_takes_the_receipt_policy_from_the_configuration(
     with open_agent(load_config(config), need_keys=False) as session:
         policy = session.agent.policy
     assert policy.request_mdn is False and policy.mdn_on_fetch is True
+
+
+def test_an_unreadable_key_file_is_named(ops: Operators, tmp_path: pathlib.Path):
+    from caducee.agent_setup import open_agent
+    from caducee.config import load_config
+    from caducee.errors import KeyStoreError
+
+    config = _setup(tmp_path, ops.martin, ops, 9, tmp_path / "maildir")
+    damaged = config.parent / "sign.key"
+    damaged.write_bytes(b"-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n")
+    with pytest.raises(KeyStoreError) as caught:
+        open_agent(load_config(config))
+    assert str(caught.value) == (
+        f"signing key {damaged}: cannot read the private key (wrong password, or not a PEM/DER key)"
+    )

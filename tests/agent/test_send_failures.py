@@ -107,6 +107,7 @@ def test_wrong_password_is_an_error_message_kept_then_sent_once_fixed(
     assert martin.store.outbox()[0].attempts == 1
     forced = martin.retry_outbox()  # the user asked: tried, still refused, said why
     assert forced == (0, 1) and isinstance(forced, OutboxRound)
+    assert repr(forced).startswith("OutboxRound(sent=0, waiting=1, needs_fixing='not sent: SMTP")
     assert forced.needs_fixing is not None and "authentication refused" in forced.needs_fixing
     again = martin.store.outbox()[0]
     assert again.attempts == 2
