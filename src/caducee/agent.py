@@ -204,14 +204,10 @@ def needs_fixing(exc: TransportError) -> bool:
     on a timer only hammers the server (a wrong password may even lock the account).
 
     The transport says so (``TransportError.needs_fixing``: credentials refused, TLS that
-    cannot be established or trusted, no submission server configured); so does a refusal of
-    the whole message with a 5xx (not recipient by recipient, which is handled per
-    recipient)."""
-    if exc.needs_fixing:
-        return True
-    if isinstance(exc, ServerRefusedError):
-        return not exc.refused and not exc.accepted and not getattr(exc, "retryable", True)
-    return False
+    cannot be established or trusted, our sender address refused, no submission server
+    configured). A message refused for good (a 5xx to its content or to every recipient) is
+    not such a failure: its recipients are marked rejected, it leaves the outbox."""
+    return exc.needs_fixing
 
 
 class OutboxRound(tuple[int, int]):

@@ -189,16 +189,35 @@ class Refusing:
         raise self.error
 
 
-def test_whole_message_refused_with_5xx_is_an_error_and_kept(
+def test_whole_message_refused_with_5xx_is_an_error_its_recipients_rejected(
     ops: Operators, make_agent: AgentFactory
 ):
+    """A 5xx to the message itself (its content, its size, a relay refusing after DATA) will
+    not pass on a timer nor by fixing the configuration: the call fails with the server's
+    reply, the recipients are marked rejected, the sent copy is kept, nothing stays queued."""
     refused = SmtpRejectedError(
         "SMTP x:587: message refused (554 5.7.1 policy)", refused={}, retryable=False
     )
     martin = _martin(make_agent, ops, Refusing(refused), Clock())
-    with pytest.raises(NotSentError, match=r"554 5\.7\.1 policy"):
-        martin.send(["cardio@op2.test"], "S", "B")
-    assert martin.store.outbox()[0].recipients == ("cardio@op2.test",)
+    with pytest.raises(SmtpRejectedError, match=r"554 5\.7\.1 policy") as caught:
+        martin.send(["cardio@op2.test", "petit@op1.test"], "S", "B")
+    assert not needs_fixing(caught.value) and caught.value.exit_code == 7
+    assert martin.store.outbox() == []
+    (kept,) = martin.store.messages("out")
+    assert martin.delivery(kept.id) == {"cardio@op2.test": "rejected", "petit@op1.test": "rejected"}
+
+
+def test_our_sender_address_refused_needs_fixing_and_is_kept(
+    ops: Operators, make_agent: AgentFactory, net: Network
+):
+    """A 5xx to MAIL FROM (the account may not send as this address): the configuration is
+    wrong, the message waits in the outbox."""
+    petit = make_agent(ops.petit, submitter=net.submitter(RIGHT))  # logs in as Dr Martin
+    with pytest.raises(NotSentError, match=r"sender petit@op1.test refused \(553 ") as caught:
+        petit.send(["cardio@op2.test"], "S", "B")
+    assert caught.value.needs_fixing
+    assert petit.store.outbox()[0].recipients == ("cardio@op2.test",)
+    assert net.relay.handler.forwarded == 0
 
 
 def test_refusals_that_may_pass_or_name_recipients_are_not_errors(

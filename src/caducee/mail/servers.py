@@ -462,6 +462,23 @@ class _RelayHandler:
     def _route(self, address: str) -> tuple[str, int] | None:
         return self.relay_to.get(address.rpartition("@")[2].lower())
 
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        # As a submission server does (Postfix's reject_sender_login_mismatch): a user sends
+        # as the address it logged in with.
+        login = session.auth_data if session.authenticated else None
+        if isinstance(login, str) and address.lower() != login.lower():
+            return "553 5.7.1 sender address not owned by the authenticated user"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(
         self,
         server: SMTP,
@@ -544,7 +561,7 @@ class _AuthChecker:
         login = auth_data.login.decode("utf-8", "replace")
         password = auth_data.password.decode("utf-8", "replace")
         ok = login in self._credentials and self._credentials[login] == password
-        return AuthResult(success=ok, handled=False)
+        return AuthResult(success=ok, handled=False, auth_data=login if ok else None)
 
 
 class _ImplicitTlsSmtp(SMTP):

@@ -271,11 +271,14 @@ class SmtpSubmitter:
         if isinstance(exc, smtplib.SMTPNotSupportedError):
             return SmtpError(f"{where}: {exc}", retryable=False)
         if isinstance(exc, smtplib.SMTPSenderRefused):
-            return SmtpRejectedError(
+            refused = SmtpRejectedError(
                 f"{where}: sender {exc.sender} refused ({exc.smtp_code} {_reply(exc.smtp_error)})",
                 refused={},
                 retryable=400 <= exc.smtp_code < 500,
             )
+            # our own address refused for good: the account or its configuration is wrong
+            refused.needs_fixing = not refused.retryable
+            return refused
         if isinstance(exc, smtplib.SMTPConnectError | smtplib.SMTPHeloError):
             return SmtpUnavailableError(
                 f"{where}: server refused the session ({exc.smtp_code} {_reply(exc.smtp_error)})"
