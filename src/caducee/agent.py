@@ -77,6 +77,7 @@ __all__ = [
     "OutboxRound",
     "Part",
     "ReceiptUpdate",
+    "REASON_CODES",
     "RecipientsRefusedError",
     "RecipientsUnknownError",
     "SendResult",
@@ -87,11 +88,46 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class RecipientsRefusedError(PolicyError):
-    """Some recipients have no valid encryption certificate; nothing was sent."""
+#: why a recipient has no usable encryption certificate, for programs (``reasons``)
+REASON_CODES = (
+    "no-certificate",  # none in the directories or the address book
+    "expired",  # not valid now (or not yet)
+    "revoked",
+    "revocation-unknown",  # its revocation status cannot be checked (no CRL, stale CRL)
+    "untrusted",  # not issued under a trusted CA, or invalid
+    "not-for-encryption",  # a certificate for another purpose
+    "address-mismatch",  # the certificate does not name this address
+    "lookup-failed",  # the directory answered with an error
+)
 
-    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
+
+def _reason_code(exc: CaduceeError) -> str:
+    from caducee.pki import errors as pki
+
+    for kind, code in (
+        (pki.CertificateRevokedError, "revoked"),
+        (pki.ExpiredError, "expired"),
+        (pki.RevocationUnavailableError, "revocation-unknown"),
+        (pki.WrongUsageError, "not-for-encryption"),
+        (pki.EmailMismatchError, "address-mismatch"),
+    ):
+        if isinstance(exc, kind):
+            return code
+    return "untrusted"
+
+
+class RecipientsRefusedError(PolicyError):
+    """Some recipients have no valid encryption certificate; nothing was sent.
+
+    ``problems``: (address, why) in words; ``reasons``: address -> one of
+    :data:`REASON_CODES`, for programs."""
+
+    def __init__(
+        self, problems: Sequence[tuple[str, str]], reasons: Mapping[str, str] | None = None
+    ) -> None:
         self.problems = tuple(problems)
+        self.reasons = dict(reasons or {})
+        self.details: dict[str, object] = {"reasons": self.reasons}
         listed = "; ".join(f"{addr}: {why}" for addr, why in problems)
         super().__init__(
             f"not sent: no valid encryption certificate for {listed}"
@@ -510,6 +546,7 @@ class Agent:
         self.random = random
         self._receipts_blocked = False  # during a fetch: a receipt was held back already
         self._lock = threading.RLock()  # see _serialized
+        self._reasons: dict[str, str] = {}  # reason codes of the last recipient lookup
 
     def __repr__(self) -> str:
         return f"<Agent {self.identity.email}>"
@@ -583,10 +620,12 @@ class Agent:
         self, addresses: Sequence[str]
     ) -> tuple[list[tuple[str, TrustVerdict]], list[tuple[str, str]], list[tuple[str, str]]]:
         """Found certificates, recipients without a valid one, and recipients that could not
-        be looked up (a directory down: (address, the directory's error))."""
+        be looked up (a directory down: (address, the directory's error)). The reason code of
+        each problem is left in ``self._reasons`` for :class:`RecipientsRefusedError`."""
         found: list[tuple[str, TrustVerdict]] = []
         problems: list[tuple[str, str]] = []
         unknown: list[tuple[str, str]] = []
+        self._reasons = {}
         now = self.clock()
         for address in addresses:
             try:
@@ -596,11 +635,14 @@ class Agent:
                 continue
             except CaduceeError as exc:
                 problems.append((address, f"directory lookup failed ({exc})"))
+                self._reasons[address] = "lookup-failed"
                 continue
             if not candidates:
                 problems.append((address, "no certificate in the directories or address book"))
+                self._reasons[address] = "no-certificate"
                 continue
             reasons: list[str] = []
+            codes: list[str] = []
             for cert in candidates:
                 try:
                     verdict = self.validator.validate(
@@ -608,11 +650,13 @@ class Agent:
                     )
                 except CaduceeError as exc:
                     reasons.append(str(exc))
+                    codes.append(_reason_code(exc))
                     continue
                 found.append((address, verdict))
                 break
             else:
                 problems.append((address, "; ".join(dict.fromkeys(reasons))))
+                self._reasons[address] = codes[0] if codes else "untrusted"
         return found, problems, unknown
 
     @_serialized
@@ -665,7 +709,7 @@ class Agent:
             raise RecipientsUnknownError(unknown)
         warning = None
         if problems and not allow_plaintext:
-            raise RecipientsRefusedError(problems)
+            raise RecipientsRefusedError(problems, self._reasons)
         if problems:
             if not self.policy.allow_plaintext:
                 raise PolicyError(

@@ -118,7 +118,33 @@ def test_unknown_and_untrusted_recipients_refused_before_sending(
     assert "mallory@op2.test" in text
     assert "cardio@op2.test" not in text
     assert [a for a, _ in caught.value.problems] == ["nobody@op2.test", "mallory@op2.test"]
+    assert caught.value.reasons == {"nobody@op2.test": "no-certificate",
+                                    "mallory@op2.test": "untrusted"}  # fmt: skip
+    assert caught.value.details == {"reasons": caught.value.reasons}  # in --json
     assert post.submitted == [] and martin.store.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        ("CertificateRevokedError", "revoked"),
+        ("ExpiredError", "expired"),
+        ("NoDistributionPointError", "revocation-unknown"),
+        ("CrlSignatureError", "revocation-unknown"),
+        ("WrongUsageError", "not-for-encryption"),
+        ("EmailMismatchError", "address-mismatch"),
+        ("UnknownCAError", "untrusted"),
+        ("InvalidCertificateError", "untrusted"),
+    ],
+)
+def test_each_validation_failure_has_a_reason_code(error: str, code: str):
+    from caducee import agent
+    from caducee.pki import errors
+
+    kind = getattr(errors, error)
+    failure = kind.__new__(kind)  # the code depends on the class alone
+    Exception.__init__(failure, "why")
+    assert agent._reason_code(failure) == code and code in agent.REASON_CODES
 
 
 def test_allow_plaintext_sends_signed_only(
