@@ -24,6 +24,9 @@ from caducee.directory.api import DirectoryUnavailableError
 from caducee.directory.federation import load_config, load_federation, open_directory
 from caducee.directory.ldap import DirectoryTlsError, LdapDirectory, ldap3
 from caducee.errors import ConfigError, DirectoryError
+from tests.conftest import pem_key
+
+from .conftest import wipe
 
 pytestmark = pytest.mark.slapd
 
@@ -99,13 +102,7 @@ def _write_cert(path: pathlib.Path, cert: x509.Certificate) -> pathlib.Path:
 def _write_key(path: pathlib.Path, key: ec.EllipticCurvePrivateKey) -> pathlib.Path:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:
-        out.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
+        out.write(pem_key(key))
     return path
 
 
@@ -153,16 +150,6 @@ def plain_server(request: pytest.FixtureRequest) -> slapd.Slapd:
     return _start(request, "dc=plain,dc=test", None, None)
 
 
-def _wipe(server: slapd.Slapd) -> None:
-    conn = ldap3.Connection(
-        ldap3.Server(server.url), server.root_dn, server.password, auto_bind=True
-    )
-    conn.search(server.people_dn, "(objectClass=*)", search_scope=ldap3.LEVEL, attributes=[])
-    for dn in [e.entry_dn for e in conn.entries]:
-        conn.delete(dn)
-    conn.unbind()
-
-
 @pytest.fixture
 def ldaps_admin(ldaps_server: slapd.Slapd, tls_pki: TlsPki) -> Iterator[LdapDirectory]:
     """Write access over ldaps://, trusting the test CA; the server is emptied afterwards."""
@@ -177,7 +164,7 @@ def ldaps_admin(ldaps_server: slapd.Slapd, tls_pki: TlsPki) -> Iterator[LdapDire
     )
     yield directory
     directory.close()
-    _wipe(ldaps_server)
+    wipe(ldaps_server)
 
 
 def _reader(

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import imapclient
 import pytest
 
-from caducee.mail import servers
+from caducee.mail import imap, servers
 from caducee.mail.imap import (
     ImapAuthError,
     ImapMailbox,
@@ -106,29 +106,23 @@ def test_imap_and_smtp_errors_follow_one_rule() -> None:
     assert ImapUnavailableError.needs_fixing is False
 
 
-def test_wrong_password_needs_fixing(
-    own_dovecot: servers.DovecotServer, mail_tls: servers.TlsFiles
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        ({"password": "not-the-password"}, "ImapAuthError", "login refused"),
+        ({"ssl_context": None}, "ImapTlsError", "certificate not trusted"),  # system CAs only
+        ({"security": "tls"}, "ImapTlsError", "starttls"),  # implicit TLS on the STARTTLS port
+    ],
+)
+def test_what_a_retry_cannot_fix_needs_fixing(
+    own_dovecot: servers.DovecotServer,
+    mail_tls: servers.TlsFiles,
+    change: dict[str, object],
+    error: str,
+    match: str,
 ) -> None:
-    box = _box(own_dovecot, mail_tls, password="not-the-password")
-    with pytest.raises(ImapAuthError, match="login refused") as info:
-        list(box.fetch_new(None))
-    assert info.value.needs_fixing is True
-
-
-def test_untrusted_certificate_needs_fixing(
-    own_dovecot: servers.DovecotServer, mail_tls: servers.TlsFiles
-) -> None:
-    box = _box(own_dovecot, mail_tls, ssl_context=None)  # the system's CAs only
-    with pytest.raises(ImapTlsError, match="certificate not trusted") as info:
-        list(box.fetch_new(None))
-    assert info.value.needs_fixing is True
-
-
-def test_wrong_tls_mode_needs_fixing(
-    own_dovecot: servers.DovecotServer, mail_tls: servers.TlsFiles
-) -> None:
-    box = _box(own_dovecot, mail_tls, security="tls")  # implicit TLS on the STARTTLS port
-    with pytest.raises(ImapTlsError, match="starttls") as info:
+    box = _box(own_dovecot, mail_tls, **change)
+    with pytest.raises(getattr(imap, error), match=match) as info:
         list(box.fetch_new(None))
     assert info.value.needs_fixing is True
 
