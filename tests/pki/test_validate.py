@@ -211,6 +211,39 @@ def test_expired_certificate(two_ops: TwoOperators) -> None:
     )  # fmt: skip
 
 
+def test_an_expired_trust_anchor_vouches_for_nothing_after_its_end(two_ops: TwoOperators) -> None:
+    """As OpenSSL and the mail clients do: an anchor past its validity is refused, by name;
+    a signature made while it was valid is still judged at its signing time."""
+    root = two_ops.op_b.certificate
+    short_root = (
+        x509.CertificateBuilder()
+        .subject_name(root.subject)
+        .issuer_name(root.issuer)
+        .public_key(root.public_key())
+        .serial_number(root.serial_number + 1)
+        .not_valid_before(root.not_valid_before_utc)
+        .not_valid_after(at(days=20))
+    )
+    for extension in root.extensions:
+        short_root = short_root.add_extension(extension.value, extension.critical)
+    anchor = short_root.sign(two_ops.op_b.store.load_key(PASS), hashes.SHA256())
+    trust = TrustStore([anchor])
+    validate_certificate(
+        two_ops.bob.enc, purpose="encryption", trust=trust, crls=two_ops.crls(at(1)), at=at(2),
+    )  # fmt: skip
+    when = at(days=30)
+    with pytest.raises(ExpiredError) as err:
+        validate_certificate(
+            two_ops.bob.enc, purpose="encryption", trust=trust, crls=two_ops.crls(when),
+            at=when,
+        )  # fmt: skip
+    assert "Operator B Root CA (trust anchor)" in str(err.value) and "expired on" in str(err.value)
+    validate_certificate(
+        two_ops.bob.sig, purpose="signature", trust=trust, crls=two_ops.crls(when),
+        at=at(days=5), at_signing_time=True,
+    )  # fmt: skip
+
+
 def _no_crldp_cert(two_ops: TwoOperators) -> x509.Certificate:
     ca_key = two_ops.op_a.store.load_key(PASS)
     key = ec.generate_private_key(ec.SECP256R1())

@@ -157,13 +157,17 @@ def check_usage(cert: x509.Certificate, purpose: Purpose) -> None:
 
 
 def _check_times(path: Sequence[x509.Certificate], at: dt.datetime) -> None:
-    """``path`` from the anchor down; the end entity is judged first, so an expiry names it
-    rather than a CA that expires at the same moment or before."""
+    """``path`` from the anchor down, the anchor included (as OpenSSL and the mail clients
+    check it: an expired root is no longer vouched for by its operator); the end entity is
+    judged first, so an expiry names it rather than a CA that expires at the same moment."""
     for cert in reversed(path):
+        anchor = " (trust anchor)" if cert is path[0] else ""
         if at < cert.not_valid_before_utc:
-            raise ExpiredError(_subject(cert), not_before=cert.not_valid_before_utc, at=at)
+            raise ExpiredError(
+                _subject(cert) + anchor, not_before=cert.not_valid_before_utc, at=at
+            )
         if at > cert.not_valid_after_utc:
-            raise ExpiredError(_subject(cert), not_after=cert.not_valid_after_utc, at=at)
+            raise ExpiredError(_subject(cert) + anchor, not_after=cert.not_valid_after_utc, at=at)
 
 
 def _crls_for(
@@ -296,7 +300,7 @@ async def _validate_path(
     email: str | None,
     at_signing_time: bool,
 ) -> ValidationResult:
-    _check_times(chain[1:], at)
+    _check_times(chain, at)
     # A path ending at a CA certificate trusted directly (not self-signed, e.g. an operator CA
     # without its root): pyhanko cannot place that CA as a CRL issuer, so revocation is
     # checked here in full (crl_rules) and pyhanko checks the path only.
