@@ -176,6 +176,58 @@ def test_init_writes_intermediates(world: World, tmp_path: pathlib.Path) -> None
     assert bad.returncode == 2 and "intermediate CA certificate" in _one_line(bad.stderr)
 
 
+def test_init_takes_encrypted_keys_with_their_password_file(
+    world: World, tmp_path: pathlib.Path
+) -> None:
+    """Encrypted key files are checked against their certificates like clear ones; the
+    configuration names the password file, never the password; the agent opens them."""
+    import tomllib
+
+    from cryptography.hazmat.primitives import serialization
+
+    home = world.base / "cardio@op2.test"
+    sealed: dict[str, str] = {}
+    for name in ("sign.key", "enc.key"):
+        key = serialization.load_pem_private_key((home / name).read_bytes(), None)
+        target = tmp_path / f"sealed-{name}"
+        target.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.BestAvailableEncryption(b"s3cret phrase"),
+            )
+        )
+        sealed[name] = str(target)
+    (tmp_path / "key.pw").write_text("s3cret phrase\n")
+    (tmp_path / "wrong.pw").write_text("not it\n")
+    args = _init_args(world, "cardio@op2.test", **{"--signing-key": sealed["sign.key"],
+                      "--decryption-key": sealed["enc.key"]})  # fmt: skip
+    config = tmp_path / "config.toml"
+    missing = caducee("init", "-y", "--config", str(config), *args)
+    assert missing.returncode == 2 and "is encrypted: give --key-password-file" in missing.stderr
+    wrong = caducee("init", "-y", "--config", str(config), *args,
+                    "--key-password-file", str(tmp_path / "wrong.pw"))  # fmt: skip
+    assert wrong.returncode == 2 and "wrong password" in _one_line(wrong.stderr)
+    assert not config.exists()
+    swapped = _init_args(world, "cardio@op2.test", **{"--signing-key": sealed["enc.key"],
+                         "--decryption-key": sealed["sign.key"]})  # fmt: skip
+    crossed = caducee("init", "-y", "--config", str(config), *swapped,
+                      "--key-password-file", str(tmp_path / "key.pw"))  # fmt: skip
+    assert crossed.returncode == 2 and "does not belong to the certificate" in crossed.stderr
+    done = caducee("init", "-y", "--config", str(config), *args,
+                   "--key-password-file", str(tmp_path / "key.pw"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    text = config.read_text()
+    assert "s3cret" not in text
+    identity = tomllib.loads(text)["identity"]
+    assert identity["key_password_file"] == str((tmp_path / "key.pw").resolve())
+    from caducee.agent_setup import open_agent
+    from caducee.config import load_config
+
+    with open_agent(load_config(config)) as session:
+        assert session.agent.identity.signing_key is not None
+
+
 def test_init_refuses_card_uri_with_module_path_in_the_path(tmp_path: pathlib.Path) -> None:
     config = tmp_path / "config.toml"
     done = caducee("init", "-y", "--config", str(config), "--email", "a@op1.test",

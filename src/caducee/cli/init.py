@@ -75,7 +75,8 @@ def _server_options(kind: str, what: str, port: int, tls_port: int) -> Callable[
 @click.option(
     "--signing-key",
     type=click.Path(exists=True, dir_okay=False),
-    help="Software signing private key (PEM or DER, unencrypted); with --signing-cert.",
+    help="Software signing private key (PEM or DER; encrypted: with --key-password-file);"
+    " with --signing-cert.",
 )
 @click.option(
     "--signing-cert",
@@ -85,7 +86,14 @@ def _server_options(kind: str, what: str, port: int, tls_port: int) -> Callable[
 @click.option(
     "--decryption-key",
     type=click.Path(exists=True, dir_okay=False),
-    help="Software decryption private key (PEM or DER, unencrypted); with --decryption-cert.",
+    help="Software decryption private key (PEM or DER; encrypted: with --key-password-file);"
+    " with --decryption-cert.",
+)
+@click.option(
+    "--key-password-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="File holding the password of encrypted software keys (the configuration names the"
+    " file, never the password).",
 )
 @click.option(
     "--decryption-cert",
@@ -154,11 +162,18 @@ def init(config_path: pathlib.Path | None, non_interactive: bool, **opts: Any) -
             raise UsageError("give --card, or --decryption-key and --decryption-cert")
         if bool(identity["signing_key"]) != bool(identity["signing_cert"]):
             raise UsageError("give both --signing-key and --signing-cert, or neither")
+        password = None
+        if opts["key_password_file"]:
+            identity["key_password_file"] = opts["key_password_file"]
+            secret = _read_file(opts["key_password_file"], "key password file")
+            password = secret.strip()
         for use in ("decryption", "signing"):
             if identity[f"{use}_key"]:
-                _check_key_pair(identity[f"{use}_key"], identity[f"{use}_cert"], email, use)
+                _check_key_pair(
+                    identity[f"{use}_key"], identity[f"{use}_cert"], email, use, password
+                )
     identity = {
-        k: (str(pathlib.Path(v).resolve()) if k.endswith(("_key", "_cert")) and v else v)
+        k: (str(pathlib.Path(v).resolve()) if k.endswith(("_key", "_cert", "_file")) and v else v)
         for k, v in identity.items()
         if v
     }
@@ -274,8 +289,11 @@ def _check_certificates(path: str, what: str) -> Sequence[Any]:
     return load_certificates(_read_file(path, what), f"{what} {path}")
 
 
-def _check_key_pair(key_path: str, cert_path: str, email: str, use: str) -> None:
-    """The key file must hold the private key of the certificate, which must name ``email``."""
+def _check_key_pair(
+    key_path: str, cert_path: str, email: str, use: str, password: bytes | None = None
+) -> None:
+    """The key file must hold the private key of the certificate, which must name ``email``;
+    an encrypted key is opened with ``password`` (the key password file's)."""
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
     from caducee.certfiles import load_certificate
@@ -285,20 +303,22 @@ def _check_key_pair(key_path: str, cert_path: str, email: str, use: str) -> None
     what = f"{use} certificate"
     cert = load_certificate(_read_file(cert_path, what), f"{what} {cert_path}")
     data = _read_file(key_path, f"{use} key")
-    if b"ENCRYPTED" not in data:  # an encrypted key is checked when first opened
-        try:
-            key = load_private_key(data)
-        except CaduceeError as exc:
-            raise UsageError(f"{use} key {key_path}: {exc}") from None
+    encrypted = b"ENCRYPTED" in data
+    if encrypted and password is None:
+        raise UsageError(f"{use} key {key_path} is encrypted: give --key-password-file")
+    try:
+        key = load_private_key(data, password if encrypted else None)
+    except CaduceeError as exc:
+        raise UsageError(f"{use} key {key_path}: {exc}") from None
 
-        def spki(public: Any) -> bytes:
-            return bytes(public.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo))
+    def spki(public: Any) -> bytes:
+        return bytes(public.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo))
 
-        if spki(key.public_key()) != spki(cert.public_key()):
-            raise UsageError(
-                f"{use} key {key_path} does not belong to the certificate {cert_path}"
-                " (their public keys differ)"
-            )
+    if spki(key.public_key()) != spki(cert.public_key()):
+        raise UsageError(
+            f"{use} key {key_path} does not belong to the certificate {cert_path}"
+            " (their public keys differ)"
+        )
     try:
         check_email(cert, email)
     except CaduceeError as exc:
