@@ -163,9 +163,7 @@ def _check_times(path: Sequence[x509.Certificate], at: dt.datetime) -> None:
     for cert in reversed(path):
         anchor = " (trust anchor)" if cert is path[0] else ""
         if at < cert.not_valid_before_utc:
-            raise ExpiredError(
-                _subject(cert) + anchor, not_before=cert.not_valid_before_utc, at=at
-            )
+            raise ExpiredError(_subject(cert) + anchor, not_before=cert.not_valid_before_utc, at=at)
         if at > cert.not_valid_after_utc:
             raise ExpiredError(_subject(cert) + anchor, not_after=cert.not_valid_after_utc, at=at)
 
