@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -188,19 +189,43 @@ def test_plain_client_on_an_implicit_tls_port_gets_a_hint(
         timeout=1,
         ssl_context=servers.client_context(mail_tls),
     )
-    with pytest.raises(SmtpUnavailableError) as smtp_error:
+    """No greeting, and the port completes a TLS handshake: a setting to fix, said as such
+    (not a server down, retried on a timer)."""
+    with pytest.raises(SmtpTlsError) as smtp_error:
         submitter.submit(Envelope(ALICE, (ALICE,)), message("x"))
     assert str(smtp_error.value) == (
-        f"SMTP {smtps_relay.host}:{smtps_relay.port}: no greeting within 1 s (timed out): "
-        'does this port expect security = "tls"?'
+        f"SMTP {smtps_relay.host}:{smtps_relay.port}: no greeting, and the port answers TLS:"
+        ' it expects security = "tls" (implicit TLS) in the configuration'
     )
+    assert smtp_error.value.needs_fixing
     dovecot = network.operator("op1.test").dovecot
     box = _alice_box(dovecot.host, dovecot.imaps_port, mail_tls, security=security, timeout=1)
-    with box, pytest.raises(ImapUnavailableError) as imap_error:
+    with box, pytest.raises(ImapTlsError) as imap_error:
         list(box.fetch_new(None))
-    assert 'no greeting within 1 s (timed out): does this port expect security = "tls"?' in str(
-        imap_error.value
-    )
+    assert 'the port answers TLS: it expects security = "tls"' in str(imap_error.value)
+    assert imap_error.value.needs_fixing
+
+
+def test_a_silent_port_is_a_server_down_with_a_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A port that accepts connections and never says anything, TLS or not: temporary (the
+    server may be hung), with the setting to check in the message."""
+    monkeypatch.setattr(smtp_module, "GREETING_TIMEOUT", 0.5)
+    monkeypatch.setattr(imap_module, "GREETING_TIMEOUT", 0.5)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # connections complete in the backlog; nothing is ever read or sent
+        port = silent.getsockname()[1]
+        submitter = SmtpSubmitter("127.0.0.1", port, security="starttls", timeout=30)
+        with pytest.raises(SmtpUnavailableError) as smtp_error:
+            submitter.submit(Envelope(ALICE, (ALICE,)), message("x"))
+        assert str(smtp_error.value) == (
+            f"SMTP 127.0.0.1:{port}: no greeting within 0.5 s (timed out): "
+            'does this port expect security = "tls"?'
+        )
+        assert not smtp_error.value.needs_fixing
+        box = _alice_box("127.0.0.1", port, security="starttls", timeout=30)
+        with box, pytest.raises(ImapUnavailableError, match=r"no greeting within 0\.5 s"):
+            list(box.fetch_new(None))
 
 
 def test_the_greeting_wait_is_shorter_than_the_timeout(
@@ -210,6 +235,8 @@ def test_the_greeting_wait_is_shorter_than_the_timeout(
 ) -> None:
     monkeypatch.setattr(smtp_module, "GREETING_TIMEOUT", 0.5)
     monkeypatch.setattr(imap_module, "GREETING_TIMEOUT", 0.5)
+    monkeypatch.setattr(smtp_module, "speaks_tls", lambda *a: False)  # the greeting wait alone
+    monkeypatch.setattr(imap_module, "speaks_tls", lambda *a: False)
     submitter = SmtpSubmitter(smtps_relay.host, smtps_relay.port, security="none", timeout=30)
     with pytest.raises(SmtpUnavailableError, match=r"no greeting within 0\.5 s"):
         submitter.submit(Envelope(ALICE, (ALICE,)), message("x"))

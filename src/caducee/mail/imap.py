@@ -26,6 +26,7 @@ from imapclient import exceptions as imap_errors
 
 from caducee.errors import ConfigError, TransportError
 from caducee.mail.api import MailboxRenumberedError, RemoteMessage
+from caducee.mail.tlsprobe import PROBE_TIMEOUT, speaks_tls
 
 __all__ = [
     "PROCESSED",
@@ -189,6 +190,11 @@ class ImapMailbox:
         except TimeoutError:
             if self.security == "tls":  # the TLS handshake or the greeting
                 raise ImapUnavailableError(f"{self.where}: timed out after {wait:g} s") from None
+            if speaks_tls(self.host, self.port, min(wait, PROBE_TIMEOUT)):
+                raise ImapTlsError(
+                    f"{self.where}: no greeting, and the port answers TLS: it expects"
+                    ' security = "tls" (implicit TLS) in the configuration'
+                ) from None
             raise ImapUnavailableError(
                 f"{self.where}: no greeting within {wait:g} s (timed out): "
                 'does this port expect security = "tls"?'

@@ -20,6 +20,7 @@ from typing import Literal
 
 from caducee.errors import ConfigError, TransportError
 from caducee.mail.api import Envelope, ServerRefusedError
+from caducee.mail.tlsprobe import PROBE_TIMEOUT, speaks_tls
 
 __all__ = [
     "Security",
@@ -187,6 +188,11 @@ class SmtpSubmitter:
             # smtplib reports a read timeout on the greeting as a disconnection.
             if "timed out" not in str(exc):
                 raise
+            if self.security != "tls" and speaks_tls(self.host, self.port, min(wait, PROBE_TIMEOUT)):
+                raise SmtpTlsError(
+                    f"{self.where}: no greeting, and the port answers TLS: it expects"
+                    ' security = "tls" (implicit TLS) in the configuration'
+                ) from None
             raise SmtpUnavailableError(self._no_greeting(wait)) from None
         except TimeoutError:
             raise SmtpUnavailableError(f"{self.where}: timed out after {wait:g} s") from None
