@@ -179,3 +179,60 @@ def make_agent(ops: Operators, post: PostOffice, tmp_path: pathlib.Path) -> Iter
     yield make
     for store in stores:
         store.close()
+
+
+@pytest.fixture
+def softhsm(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A private SoftHSM2 token directory (``SOFTHSM2_CONF``), no ``CADUCEE_PIN``; returns
+    the module path (the test is skipped when SoftHSM2 is not installed)."""
+    import os
+
+    from caducee.keys.pkcs11 import SOFTHSM2_MODULE
+
+    if not os.path.exists(SOFTHSM2_MODULE):
+        pytest.skip(f"SoftHSM2 is not installed ({SOFTHSM2_MODULE} missing)")
+    tokens = tmp_path / "hsm" / "tokens"
+    tokens.mkdir(parents=True, mode=0o700)
+    conf = tmp_path / "hsm" / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\n")
+    monkeypatch.setenv("SOFTHSM2_CONF", str(conf))
+    monkeypatch.delenv("CADUCEE_PIN", raising=False)
+    return SOFTHSM2_MODULE
+
+
+def card_user_config(
+    base: pathlib.Path, ops: Operators, identity: dict[str, object]
+) -> pathlib.Path:
+    """A configuration file for a card user of operator 1 writing to Dr Cardio: both
+    operators' CAs as anchors with their CRLs, Dr Cardio's certificate in the address book."""
+    from cryptography.hazmat.primitives import serialization
+
+    from caducee.config import dump_toml
+
+    def pem(obj: object) -> bytes:
+        return obj.public_bytes(serialization.Encoding.PEM)  # type: ignore[attr-defined,no-any-return]
+
+    files = {
+        "anchors.pem": pem(ops.op1.certificate) + pem(ops.op2.certificate),
+        "op1.crl": pem(ops.op1.crl(now=EPOCH)),
+        "op2.crl": pem(ops.op2.crl(now=EPOCH)),
+        "book.pem": pem(ops.cardio.encryption.certificate),
+    }
+    for name, data in files.items():
+        (base / name).write_bytes(data)
+    config = base / "config.toml"
+    config.write_text(
+        dump_toml(
+            {
+                "data_dir": str(base / "data"),
+                "address_book": ["book.pem"],
+                "identity": identity,
+                "trust": {
+                    "anchors": ["anchors.pem"],
+                    "crls": ["op1.crl", "op2.crl"],
+                    "fetch_crls": False,
+                },
+            }
+        )
+    )
+    return config

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import pathlib
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 
 from caducee.agent_setup import open_agent
-from caducee.config import dump_toml, load_config
+from caducee.config import load_config
 from caducee.pki import ProfessionalIdentity
 
-from .conftest import EPOCH, AgentFactory, Operators, PostOffice
+from .conftest import EPOCH, AgentFactory, Operators, PostOffice, card_user_config
 
 pytestmark = pytest.mark.softhsm
 
@@ -20,30 +18,18 @@ LABEL = "dr-card"
 USER_PIN = "4321"
 
 
-def _pem(obj: object) -> bytes:
-    return obj.public_bytes(serialization.Encoding.PEM)  # type: ignore[attr-defined,no-any-return]
-
-
 def test_card_user_reads_and_sends_through_config(
     ops: Operators,
     post: PostOffice,
     make_agent: AgentFactory,
     tmp_path: pathlib.Path,
-    monkeypatch: pytest.MonkeyPatch,
+    softhsm: str,
 ):
     from caducee.card import issue_card
-    from caducee.keys.pkcs11 import SOFTHSM2_MODULE, Pkcs11Module
+    from caducee.keys.pkcs11 import Pkcs11Module
 
-    if not os.path.exists(SOFTHSM2_MODULE):
-        pytest.skip(f"SoftHSM2 is not installed ({SOFTHSM2_MODULE} missing)")
-    tokens = tmp_path / "hsm" / "tokens"
-    tokens.mkdir(parents=True, mode=0o700)
-    conf = tmp_path / "hsm" / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\n")
-    monkeypatch.setenv("SOFTHSM2_CONF", str(conf))
-    monkeypatch.delenv("CADUCEE_PIN", raising=False)
     ident = ProfessionalIdentity("Carla", "Carte", "carte@op1.test", "10007778889")
-    with Pkcs11Module(SOFTHSM2_MODULE) as module:
+    with Pkcs11Module(softhsm) as module:
         issued = issue_card(
             module,
             label=LABEL,
@@ -56,31 +42,10 @@ def test_card_user_reads_and_sends_through_config(
     cardio = make_agent(ops.cardio)
     cardio.finder.add(issued.encryption_certificate)  # type: ignore[attr-defined]
 
-    files = {
-        "anchors.pem": _pem(ops.op1.certificate) + _pem(ops.op2.certificate),
-        "op1.crl": _pem(ops.op1.crl(now=EPOCH)),
-        "op2.crl": _pem(ops.op2.crl(now=EPOCH)),
-        "book.pem": _pem(ops.cardio.encryption.certificate),
-    }
-    for name, data in files.items():
-        (tmp_path / name).write_bytes(data)
-    config_file = tmp_path / "config.toml"
-    config_file.write_text(
-        dump_toml(
-            {
-                "data_dir": str(tmp_path / "data"),
-                "address_book": ["book.pem"],
-                "identity": {
-                    "email": "carte@op1.test",
-                    "card": f"pkcs11:token={LABEL}?module-path={SOFTHSM2_MODULE}",
-                },
-                "trust": {
-                    "anchors": ["anchors.pem"],
-                    "crls": ["op1.crl", "op2.crl"],
-                    "fetch_crls": False,
-                },
-            }
-        )
+    config_file = card_user_config(
+        tmp_path,
+        ops,
+        {"email": "carte@op1.test", "card": f"pkcs11:token={LABEL}?module-path={softhsm}"},
     )
     prompts: list[str] = []
 

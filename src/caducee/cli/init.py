@@ -63,6 +63,27 @@ def _server_options(kind: str, what: str, port: int, tls_port: int) -> Callable[
     return apply
 
 
+def _key_pair_options(use: str, certificate: str) -> Callable[[F], F]:
+    """--USE-key and --USE-cert: a software key file and the certificate of its public key."""
+    file = click.Path(exists=True, dir_okay=False)
+    key = click.option(
+        f"--{use}-key",
+        type=file,
+        help=f"Software {use} private key (PEM or DER; encrypted: with --key-password-file);"
+        f" with --{use}-cert.",
+    )
+    cert = click.option(
+        f"--{use}-cert",
+        type=file,
+        help=f"Your {certificate} certificate: it must hold --{use}-key's public key and --email.",
+    )
+
+    def apply(command: F) -> F:
+        return key(cert(command))
+
+    return apply
+
+
 @click.command("init", cls=MailCommand)
 @CONFIG_OPTION
 @click.option("--email", help="Your professional e-mail address (must be in your certificates).")
@@ -72,33 +93,13 @@ def _server_options(kind: str, what: str, port: int, tls_port: int) -> Callable[
     help="PKCS#11 URI of your card, instead of software keys"
     " (pkcs11:token=LABEL?module-path=/path/to/module.so).",
 )
-@click.option(
-    "--signing-key",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Software signing private key (PEM or DER; encrypted: with --key-password-file);"
-    " with --signing-cert.",
-)
-@click.option(
-    "--signing-cert",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Your signing certificate: it must hold --signing-key's public key and --email.",
-)
-@click.option(
-    "--decryption-key",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Software decryption private key (PEM or DER; encrypted: with --key-password-file);"
-    " with --decryption-cert.",
-)
+@_key_pair_options("signing", "signing")
+@_key_pair_options("decryption", "encryption")
 @click.option(
     "--key-password-file",
     type=click.Path(exists=True, dir_okay=False),
     help="File holding the password of encrypted software keys (the configuration names the"
     " file, never the password).",
-)
-@click.option(
-    "--decryption-cert",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Your encryption certificate: it must hold --decryption-key's public key and --email.",
 )
 @click.option(
     "--anchor",

@@ -25,8 +25,9 @@ import imapclient
 from imapclient import exceptions as imap_errors
 
 from caducee.errors import ConfigError, TransportError
+from caducee.mail import tlsprobe
 from caducee.mail.api import MailboxRenumberedError, RemoteMessage
-from caducee.mail.tlsprobe import PROBE_TIMEOUT, speaks_tls
+from caducee.mail.tlsprobe import speaks_tls
 
 __all__ = [
     "PROCESSED",
@@ -190,7 +191,7 @@ class ImapMailbox:
         except TimeoutError:
             if self.security == "tls":  # the TLS handshake or the greeting
                 raise ImapUnavailableError(f"{self.where}: timed out after {wait:g} s") from None
-            if speaks_tls(self.host, self.port, min(wait, PROBE_TIMEOUT)):
+            if speaks_tls(self.host, self.port, min(wait, tlsprobe.PROBE_TIMEOUT)):
                 raise ImapTlsError(
                     f"{self.where}: no greeting, and the port answers TLS: it expects"
                     ' security = "tls" (implicit TLS) in the configuration'

@@ -19,8 +19,9 @@ from collections.abc import Mapping
 from typing import Literal
 
 from caducee.errors import ConfigError, TransportError
+from caducee.mail import tlsprobe
 from caducee.mail.api import Envelope, ServerRefusedError
-from caducee.mail.tlsprobe import PROBE_TIMEOUT, speaks_tls
+from caducee.mail.tlsprobe import speaks_tls
 
 __all__ = [
     "Security",
@@ -188,7 +189,8 @@ class SmtpSubmitter:
             # smtplib reports a read timeout on the greeting as a disconnection.
             if "timed out" not in str(exc):
                 raise
-            if self.security != "tls" and speaks_tls(self.host, self.port, min(wait, PROBE_TIMEOUT)):
+            probe = min(wait, tlsprobe.PROBE_TIMEOUT)
+            if self.security != "tls" and speaks_tls(self.host, self.port, probe):
                 raise SmtpTlsError(
                     f"{self.where}: no greeting, and the port answers TLS: it expects"
                     ' security = "tls" (implicit TLS) in the configuration'
