@@ -80,3 +80,8 @@ def test_openssl_user_writes_and_reads(
     inner.write_bytes(decrypted)
     verified = run([openssl, "cms", "-verify", "-in", str(inner), "-CAfile", petit["ca.pem"]])
     assert b"Bien re" in verified
+    # openssl's signature announced ciphers and no key transport (an older client): the reply
+    # uses RSA PKCS#1 v1.5, so the PKCS#7 API (openssl smime, older gateways, gpgsm) reads it
+    legacy = run([openssl, "smime", "-decrypt", "-in", str(received),
+                  "-recip", petit["enc.crt"], "-inkey", petit["enc.key"]])  # fmt: skip
+    assert legacy == decrypted

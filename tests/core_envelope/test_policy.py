@@ -45,11 +45,15 @@ def test_best_announced_transport_whatever_the_order(pki: PKI) -> None:
     assert choice.recipients[0].key_transport is KeyTransport.RSA_OAEP_SHA1
 
 
-def test_ciphers_only_announced_means_default_transport(pki: PKI) -> None:
+def test_ciphers_only_announced_means_an_older_client_pkcs1v15(pki: PKI) -> None:
+    """openssl smime and gpgsm announce ciphers and no key transport: they may not decrypt
+    OAEP, and RFC 8551 makes PKCS#1 v1.5 the one every receiver must support."""
     caps = Capabilities(ciphers=(ContentCipher.AES_256_CBC,), key_transports=())
     choice = choose_encryption([(_cert(pki, "bob"), caps)])
     assert choice.cipher is ContentCipher.AES_256_CBC
-    assert choice.recipients[0].key_transport is KeyTransport.RSA_OAEP_SHA256
+    assert choice.recipients[0].key_transport is KeyTransport.RSA_PKCS1V15
+    unknown = choose_encryption([(_cert(pki, "bob"), None)])  # nothing known: RFC 8551
+    assert unknown.recipients[0].key_transport is KeyTransport.RSA_OAEP_SHA256
 
 
 def test_preferred_cipher(pki: PKI) -> None:

@@ -4,7 +4,8 @@ One content cipher serves every recipient, so the strongest cipher they all anno
 single one cannot do AES-GCM the whole message drops to AES-CBC (never below AES-128: nothing
 weaker exists in :class:`ContentCipher`). Each RSA recipient gets the best key transport it
 announces; EC recipients always get ECDH. A recipient with unknown capabilities is assumed to
-follow RFC 8551 (AES-256-GCM and RSAES-OAEP-SHA256).
+follow RFC 8551 (AES-256-GCM and RSAES-OAEP-SHA256); one that announced ciphers but no key
+transport is an older client and gets RSA PKCS#1 v1.5.
 """
 
 from __future__ import annotations
@@ -44,8 +45,13 @@ def _who(cert: x509.Certificate) -> str:
 
 def _transport(cert: x509.Certificate, caps: Capabilities) -> KeyTransport:
     announced = set(caps.key_transports)
-    if not announced:  # capabilities listed ciphers only: RFC 8551 defaults apply
-        return KeyTransport.RSA_OAEP_SHA256
+    if not announced:
+        if caps.ciphers:
+            # An announcement that lists ciphers only comes from a client that predates key
+            # transport announcements (openssl smime, gpgsm 2.2, PKCS#7 gateways): it decrypts
+            # PKCS#1 v1.5, the one RSA key transport RFC 8551 makes a MUST, and maybe not OAEP.
+            return KeyTransport.RSA_PKCS1V15
+        return KeyTransport.RSA_OAEP_SHA256  # nothing known: RFC 8551's preference
     for kt in KEY_TRANSPORT_PREFERENCE:
         if kt in announced:
             return kt
