@@ -851,6 +851,14 @@ class Agent:
         if from_address is None:
             return _Verdict(encrypted, "invalid", "no From address", cert, None, signing_time)
         issuer = None
+        # CA certificates the message carries (as Outlook and Thunderbird include the issuing
+        # CA) help build the path; trust still comes only from the configured anchors.
+        carried = [
+            c
+            for layer in opened.layers
+            if layer.signed is not None
+            for c in layer.signed.certificates
+        ]
         for s in signers:
             assert s.certificate is not None  # a valid signature has its certificate
             if from_address not in _signer_emails(s.certificate):
@@ -870,11 +878,12 @@ class Agent:
                     at=s.signing_time or self.clock(),
                     email=from_address,
                     at_signing_time=s.signing_time is not None,
+                    intermediates=carried,
                 )
-            except CaduceeError as exc:
+            except CaduceeError as exc:  # intact, but who signed could not be checked
                 return _Verdict(
                     encrypted,
-                    "invalid",
+                    "untrusted",
                     f"signer not trusted: {exc}",
                     s.certificate,
                     None,
@@ -946,6 +955,8 @@ class Agent:
             text += f" {stored.signer_issuer or 'the trusted CA'}"
         elif stored.signature == "invalid":
             text = f"SIGNATURE BROKEN: {stored.reason}"
+        elif stored.signature == "untrusted":
+            text = f"SIGNED, BUT THE SIGNER'S IDENTITY IS NOT CHECKED: {stored.reason}"
         else:
             text = "NOT SIGNED"
         if stored.status != "failed":

@@ -58,8 +58,10 @@ class SignerValidator(Protocol):
         at: dt.datetime,
         email: str | None,
         at_signing_time: bool = False,
+        intermediates: Sequence[x509.Certificate] = (),
     ) -> TrustVerdict:
-        """Raise ``TrustError`` (one line: why) unless ``cert`` is trusted for this use."""
+        """Raise ``TrustError`` (one line: why) unless ``cert`` is trusted for this use;
+        ``intermediates`` (those a signed message carries) only help build the path."""
         ...
 
 
@@ -145,6 +147,7 @@ class PkiValidator:
         at: dt.datetime,
         email: str | None,
         at_signing_time: bool = False,
+        intermediates: Sequence[x509.Certificate] = (),
     ) -> TrustVerdict:
         from caducee.pki.validate import validate_certificate
 
@@ -156,7 +159,7 @@ class PkiValidator:
                 crls=self._crls,  # type: ignore[arg-type]
                 at=at,
                 email=email,
-                intermediates=self._intermediates,
+                intermediates=(*self._intermediates, *intermediates),
                 at_signing_time=at_signing_time,
             )
         except CaduceeError:

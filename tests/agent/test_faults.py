@@ -79,9 +79,14 @@ def test_untrusted_signer_and_from_mismatch(
     post.mailbox("martin@op1.test").deliver(forged)
     report = martin.fetch()
     first, second = (martin.store.get(i) for i in report.ids)
-    assert first.signature == "invalid" and "not trusted" in (first.reason or "")
-    assert second.signature == "invalid"
+    # an intact signature whose signer cannot be checked is not a broken one
+    assert first.signature == "untrusted" and "not trusted" in (first.reason or "")
+    assert martin.security_summary(first).startswith(
+        "SIGNED, BUT THE SIGNER'S IDENTITY IS NOT CHECKED: signer not trusted"
+    )
+    assert second.signature == "invalid"  # a valid signature claiming someone else: forged
     assert "claims to be from cardio@op2.test" in (second.reason or "")
+    assert martin.security_summary(second).startswith("SIGNATURE BROKEN: ")
     assert report.valid == 0 and report.flagged == 2
 
 

@@ -220,9 +220,12 @@ def _status(message: Any) -> str:
         return "FAILED"
     if message.status == "pending":
         return "unchecked"
-    status = {"valid": "signed", "invalid": "BROKEN SIGNATURE", "unsigned": "NOT SIGNED"}.get(
-        message.signature or "", "?"
-    )
+    status = {
+        "valid": "signed",
+        "invalid": "BROKEN SIGNATURE",
+        "untrusted": "SIGNER NOT CHECKED",
+        "unsigned": "NOT SIGNED",
+    }.get(message.signature or "", "?")
     return status + ("" if message.encrypted else ", NOT ENCRYPTED")
 
 

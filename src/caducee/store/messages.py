@@ -149,7 +149,7 @@ class StoredMessage:
     message_id: str | None
     status: str  # pending, opened, failed
     encrypted: bool | None
-    signature: str | None  # valid, invalid, unsigned
+    signature: str | None  # valid, invalid, untrusted (intact, signer unchecked), unsigned
     reason: str | None
     signer_email: str | None
     signer_subject: str | None
@@ -444,7 +444,7 @@ class MessageStore:
         """Record what opening the message found (never its content)."""
         if status not in ("opened", "failed"):
             raise UsageError(f"unknown message status {status!r}")
-        if signature not in (None, "valid", "invalid", "unsigned"):
+        if signature not in (None, "valid", "invalid", "untrusted", "unsigned"):
             raise UsageError(f"unknown signature status {signature!r}")
         with self.transaction(recoverable=True) as db:
             db.execute(
