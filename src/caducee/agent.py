@@ -55,6 +55,7 @@ from caducee.core import mdn
 from caducee.core.algorithms import CIPHER_PREFERENCE, KEY_TRANSPORT_PREFERENCE, ContentCipher
 from caducee.core.capabilities import Capabilities
 from caducee.core.cms.envelope import Recipient
+from caducee.core.cms.verify import ERR_NO_CERT
 from caducee.core.message import OpenedMessage, ProtectOptions, open_message, protect
 from caducee.core.mime import b64
 from caducee.core.mime import headers as mime_headers
@@ -768,7 +769,7 @@ class Agent:
         encrypted_outside = False
         try:
             encrypted_outside = is_enveloped_mime(wire)
-            opened = opened_()
+            opened = self._with_known_signer(wire, opened_())
             verdict = self._verdict(opened)
         except CaduceeError as exc:
             self.store.record_verdict(
@@ -824,6 +825,25 @@ class Agent:
             elif not self._send_receipt(message, "processed", manual=False):
                 self._receipts_blocked = True
 
+    def _with_known_signer(self, wire: bytes, opened: OpenedMessage) -> OpenedMessage:
+        """A signature whose certificate the message left out (``openssl cms -nocerts``, an
+        Outlook setting) is checked again with the certificates known for its From address
+        (address book, directories): opened again, a second decryption, only in that case."""
+        missing = [
+            s
+            for layer in opened.layers
+            if layer.signed is not None
+            for s in layer.signed.signers
+            if s.certificate is None and s.error == ERR_NO_CERT
+        ]
+        sender = _address(opened.headers.get("from"))
+        if not missing or sender is None:
+            return opened
+        known = self.finder.find_signer_certificates(sender)
+        if not known:
+            return opened
+        return open_message(wire, keys=self.identity.decryption_keys, extra_certificates=known)
+
     def _learn_capabilities(self, opened: OpenedMessage, verdict: _Verdict) -> None:
         """Remember what a correspondent's signature says they can decrypt (RFC 8551 2.7.1)."""
         for layer in opened.layers:
@@ -846,6 +866,12 @@ class Agent:
         if not opened.signature_valid:
             bad = next((s for s in signers if not s.valid), None)
             why = (bad.error if bad else None) or "no signer"
+            if bad is not None and bad.error == ERR_NO_CERT:  # not broken: not checkable
+                why = (
+                    "the signer's certificate is neither in the message nor known here"
+                    " (address book, directories): the signature cannot be checked"
+                )
+                return _Verdict(encrypted, "untrusted", why, cert, None, signing_time)
             return _Verdict(encrypted, "invalid", why, cert, None, signing_time)
         from_address = _address(opened.headers.get("from"))
         if from_address is None:

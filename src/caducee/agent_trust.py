@@ -48,6 +48,11 @@ class CertificateFinder(Protocol):
         """
         ...
 
+    def find_signer_certificates(self, email: str) -> list[x509.Certificate]:
+        """Every certificate known for ``email`` (any purpose): the candidates for a signature
+        whose certificate the message left out. Never raises for a directory outage."""
+        ...
+
 
 class SignerValidator(Protocol):
     def validate(
@@ -106,6 +111,10 @@ class StaticFinder:
         wanted = email.strip().lower()
         return [c for c in self._certs if wanted in _emails(c) and _is_encryption(c)]
 
+    def find_signer_certificates(self, email: str) -> list[x509.Certificate]:
+        wanted = email.strip().lower()
+        return [c for c in self._certs if wanted in _emails(c)]
+
 
 class DirectoryFinder:
     """Federated directories first, then the local address book; directory outages tolerated
@@ -128,6 +137,19 @@ class DirectoryFinder:
         for entry in result.entries:
             if entry.email == email.strip().lower():
                 found.extend(entry.encryption_certificates)
+        return found
+
+    def find_signer_certificates(self, email: str) -> list[x509.Certificate]:
+        found = list(self._book.find_signer_certificates(email))
+        if self._directory is None:
+            return found
+        try:
+            result = self._directory.lookup(email=email)  # type: ignore[attr-defined]
+        except DirectoryError:
+            return found
+        for entry in result.entries:
+            if entry.email == email.strip().lower():
+                found.extend(entry.certificates)
         return found
 
 

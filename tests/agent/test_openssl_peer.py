@@ -85,3 +85,45 @@ def test_openssl_user_writes_and_reads(
     legacy = run([openssl, "smime", "-decrypt", "-in", str(received),
                   "-recip", petit["enc.crt"], "-inkey", petit["enc.key"]])  # fmt: skip
     assert legacy == decrypted
+
+
+def test_a_signature_without_its_certificate_is_checked_with_the_known_one(
+    ops: Operators,
+    post: PostOffice,
+    make_agent: AgentFactory,
+    tmp_path: pathlib.Path,
+    openssl: str,
+):
+    """`openssl cms -sign -nocerts` (gateways saving space, an Outlook setting): the signer's
+    certificate is looked up by the From address; unknown, the signature is "cannot be
+    checked", not "broken"; known, it is checked, and changed content is still broken."""
+    from caducee.agent_trust import StaticFinder
+
+    petit = _files(
+        ops.petit, ops.op1.certificate.public_bytes(serialization.Encoding.PEM), tmp_path
+    )
+
+    def signed(text: bytes) -> bytes:
+        entity = tmp_path / "entity.txt"
+        entity.write_bytes(b"Content-Type: text/plain\r\n\r\n" + text + b"\r\n")
+        return run([openssl, "cms", "-sign", "-nocerts", "-in", str(entity),
+                    "-from", "petit@op1.test", "-to", "martin@op1.test", "-subject", "s",
+                    "-signer", petit["sig.crt"], "-inkey", petit["sig.key"]])  # fmt: skip
+
+    box = post.mailbox("martin@op1.test")
+    box.deliver(signed(b"first"))
+    martin = make_agent(ops.martin)
+    (first,) = martin.fetch().ids
+    stored = martin.store.get(first)
+    assert stored.signature == "untrusted", stored.reason
+    assert "neither in the message nor known here" in (stored.reason or "")
+
+    book = StaticFinder([ops.petit.signing.certificate, ops.petit.encryption.certificate])
+    known = make_agent(ops.martin, finder=book)
+    second = signed(b"second")
+    box.deliver(second)
+    box.deliver(second.replace(b"second", b"changed"))
+    good, changed = (known.store.get(i) for i in known.fetch().ids)
+    assert good.signature == "valid", good.reason
+    assert good.signer_email == "petit@op1.test"
+    assert changed.signature == "invalid"
