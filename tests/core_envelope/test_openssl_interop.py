@@ -116,6 +116,26 @@ def test_we_decrypt_openssl_rsa(  # type: ignore[no-untyped-def]
     assert report.authenticated is cipher.aead
 
 
+@pytest.mark.parametrize(
+    ("flag", "said"),
+    [
+        ("-des3", "3DES (DES-EDE3-CBC), refused as too weak: ask the sender to use AES"),
+        ("-aes192", "AES-192-CBC, which caducee does not read: ask the sender to use AES-128"),
+    ],
+)
+def test_ciphers_we_do_not_read_are_named_with_what_to_ask(  # type: ignore[no-untyped-def]
+    pki: PKI, openssl: str, files, key_files, flag: str, said: str
+) -> None:
+    """What older gateways still write: refused in words a doctor can pass on."""
+    from caducee.errors import UnsupportedAlgorithmError
+
+    cert, _ = key_files("alice")
+    message = _openssl_encrypt(openssl, files, ["-recip", cert], flag)
+    with pytest.raises(UnsupportedAlgorithmError) as caught:
+        decrypt_mime(message, [identity(pki, "alice").encryption])
+    assert said in str(caught.value)
+
+
 @pytest.mark.parametrize("name", ["carol", "dave"])
 @pytest.mark.parametrize("cipher", [ContentCipher.AES_256_GCM, ContentCipher.AES_128_CBC])
 @pytest.mark.parametrize("kdf", [None, "sha256", "sha384"])

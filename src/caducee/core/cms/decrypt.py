@@ -479,6 +479,32 @@ def _content_algorithm_raw(env: _Envelope) -> tuple[ContentCipher, bytes, int] |
         return None
 
 
+#: content ciphers older clients still write, refused: their names, for the message
+_WEAK_CIPHERS = {
+    "1.2.840.113549.3.7": "3DES (DES-EDE3-CBC)",
+    "1.2.840.113549.3.2": "RC2",
+    "1.3.14.3.2.7": "DES",
+    "1.2.840.113549.3.4": "RC4",
+}
+_AES_192 = {"2.16.840.1.101.3.4.1.22": "AES-192-CBC",
+            "2.16.840.1.101.3.4.1.26": "AES-192-GCM"}  # fmt: skip
+
+
+def _unsupported_cipher(oid: str) -> str:
+    """Why a content cipher is refused, in words the reader can pass on to the sender."""
+    if oid in _WEAK_CIPHERS:
+        return (
+            f"content encrypted with {_WEAK_CIPHERS[oid]}, refused as too weak:"
+            " ask the sender to use AES (128 or 256 bits)"
+        )
+    if _AES_192.get(oid):
+        return (
+            f"content encrypted with {_AES_192[oid]}, which caducee does not read:"
+            " ask the sender to use AES-128 or AES-256"
+        )
+    return f"content encryption algorithm {oid} is not supported"
+
+
 def _content_algorithm(env: _Envelope) -> tuple[ContentCipher, bytes, int]:
     """(cipher, nonce or IV, GCM tag length)."""
     fast = _content_algorithm_raw(env)
@@ -490,9 +516,7 @@ def _content_algorithm(env: _Envelope) -> tuple[ContentCipher, bytes, int]:
         oid = alg["algorithm"].dotted
         cipher = ContentCipher.from_oid(oid)
         if cipher is None:
-            raise UnsupportedAlgorithmError(
-                f"content encryption algorithm {oid} is not supported", oid=oid
-            )
+            raise UnsupportedAlgorithmError(_unsupported_cipher(oid), oid=oid)
         params = alg["parameters"]
         if cipher.aead:
             if not env.authenticated:
