@@ -52,7 +52,12 @@ from caducee.agent_results import (
 from caducee.agent_trust import CertificateFinder, SignerValidator, TrustVerdict, common_name
 from caducee.agent_view import Part, render_entity
 from caducee.core import mdn
-from caducee.core.algorithms import CIPHER_PREFERENCE, KEY_TRANSPORT_PREFERENCE, ContentCipher
+from caducee.core.algorithms import (
+    CIPHER_PREFERENCE,
+    KEY_TRANSPORT_PREFERENCE,
+    ContentCipher,
+    Digest,
+)
 from caducee.core.capabilities import Capabilities
 from caducee.core.cms.envelope import Recipient
 from caducee.core.cms.verify import ERR_NO_CERT
@@ -916,7 +921,10 @@ class Agent:
                     signing_time,
                 )
             issuer = issuer or trusted.issuer
-        return _Verdict(encrypted, "valid", None, cert, issuer, signing_time)
+        weak = None  # valid, but with a digest that collisions can forge: said with the verdict
+        if any(s.digest is Digest.SHA1 for s in signers):
+            weak = "signed with SHA-1, a digest that can be forged: ask the sender to use SHA-256"
+        return _Verdict(encrypted, "valid", weak, cert, issuer, signing_time)
 
     def _mdn_request(
         self, outer: Mapping[str, str | None], opened: OpenedMessage, verdict: _Verdict
@@ -979,6 +987,8 @@ class Agent:
             who = stored.signer_subject or "?"
             text = f"signed by {who} <{stored.signer_email}>, identity checked by"
             text += f" {stored.signer_issuer or 'the trusted CA'}"
+            if stored.reason:  # valid with a warning (a weak digest)
+                text += f" (WARNING: {stored.reason})"
         elif stored.signature == "invalid":
             text = f"SIGNATURE BROKEN: {stored.reason}"
         elif stored.signature == "untrusted":

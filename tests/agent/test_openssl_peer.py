@@ -127,3 +127,33 @@ def test_a_signature_without_its_certificate_is_checked_with_the_known_one(
     assert good.signature == "valid", good.reason
     assert good.signer_email == "petit@op1.test"
     assert changed.signature == "invalid"
+
+
+def test_a_sha1_signature_is_valid_with_a_warning(
+    ops: Operators,
+    post: PostOffice,
+    make_agent: AgentFactory,
+    tmp_path: pathlib.Path,
+    openssl: str,
+):
+    """Older gateways still sign with SHA-1: accepted (the identity is checked), but the
+    reader is told the digest can be forged."""
+    petit = _files(
+        ops.petit, ops.op1.certificate.public_bytes(serialization.Encoding.PEM), tmp_path
+    )
+    entity = tmp_path / "entity.txt"
+    for digest in ("sha1", "sha256"):
+        entity.write_bytes(b"Content-Type: text/plain\r\n\r\n" + digest.encode() + b"\r\n")
+        post.mailbox("martin@op1.test").deliver(
+            run([openssl, "cms", "-sign", "-md", digest, "-in", str(entity),
+                 "-from", "petit@op1.test", "-to", "martin@op1.test", "-subject", digest,
+                 "-signer", petit["sig.crt"], "-inkey", petit["sig.key"]])
+        )  # fmt: skip
+    martin = make_agent(ops.martin)
+    weak, strong = (martin.store.get(i) for i in martin.fetch().ids)
+    assert weak.signature == strong.signature == "valid"
+    assert martin.security_summary(weak).endswith(
+        "(WARNING: signed with SHA-1, a digest that can be forged: ask the sender to use"
+        " SHA-256); NOT ENCRYPTED"
+    )
+    assert "WARNING" not in martin.security_summary(strong)

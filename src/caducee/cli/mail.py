@@ -226,6 +226,8 @@ def _status(message: Any) -> str:
         "untrusted": "SIGNER NOT CHECKED",
         "unsigned": "NOT SIGNED",
     }.get(message.signature or "", "?")
+    if message.signature == "valid" and message.reason:  # valid with a warning
+        status += " (WARNING)"
     return status + ("" if message.encrypted else ", NOT ENCRYPTED")
 
 
