@@ -74,10 +74,25 @@ class RecipientsRefusedError(PolicyError):
         self.details: dict[str, object] = {"reasons": self.reasons}
         listed = "; ".join(f"{addr}: {why}" for addr, why in problems)
         super().__init__(
-            f"not sent: no valid encryption certificate for {listed}"
-            " (ask them to publish their certificate, or check the address;"
-            " --allow-plaintext sends signed but unencrypted)"
+            f"not sent: no valid encryption certificate for {listed} ({_what_to_do(self.reasons)})"
         )
+
+
+def _what_to_do(reasons: Mapping[str, str]) -> str:
+    """The way out for these refusals. Never sending in clear: a trust or configuration
+    problem is for an administrator, not a reason to send patient data unencrypted."""
+    codes = set(reasons.values())
+    advice = []
+    if not codes or codes & {"no-certificate", "address-mismatch", "not-for-encryption"}:
+        advice.append("check the address, or ask them to publish their certificate")
+    if codes & {"expired", "revoked"}:
+        advice.append("ask them to renew their certificate")
+    if codes & {"untrusted", "revocation-unknown", "lookup-failed"}:
+        advice.append(
+            "their CA is not trusted here or its revocation cannot be checked:"
+            " ask your administrator (trust anchors, CRLs)"
+        )
+    return "; ".join(advice)
 
 
 class RecipientsUnknownError(DirectoryError):

@@ -121,6 +121,10 @@ def test_unknown_and_untrusted_recipients_refused_before_sending(
     assert caught.value.reasons == {"nobody@op2.test": "no-certificate",
                                     "mallory@op2.test": "untrusted"}  # fmt: skip
     assert caught.value.details == {"reasons": caught.value.reasons}  # in --json
+    # the way out named for each kind of problem; never sending patient data in clear
+    assert "check the address, or ask them to publish their certificate" in text
+    assert "their CA is not trusted here" in text and "ask your administrator" in text
+    assert "plaintext" not in text
     assert post.submitted == [] and martin.store.count() == 0
 
 
