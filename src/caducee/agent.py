@@ -127,6 +127,9 @@ class Identity:
     signing_key: SigningKey | None
     decryption_keys: Sequence[DecryptionKey]
     display_name: str | None = None
+    #: CA certificates above the signing certificate, sent with every signature so that a
+    #: correspondent who trusts only the root (a national authority) can build the path
+    chain: tuple[x509.Certificate, ...] = ()
 
     def __repr__(self) -> str:
         return f"<Identity {self.email}>"
@@ -491,7 +494,10 @@ class Agent:
         # Everything the agent protects is written by the email package with policy.SMTP (or is
         # an MDN built with CRLF): canonical already, so the signer skips its check.
         options = dataclasses.replace(
-            options, capabilities=self._own_capabilities(), canonical=True
+            options,
+            capabilities=self._own_capabilities(),
+            canonical=True,
+            extra_certificates=tuple(self.identity.chain),
         )
         return protect(
             mime,

@@ -8,11 +8,13 @@ message store. Everything opened is closed by :meth:`AgentSession.close`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from caducee.agent import Agent, AgentPolicy, Identity
 from caducee.agent_trust import DirectoryFinder, PkiValidator, StaticFinder
@@ -31,6 +33,32 @@ if TYPE_CHECKING:
 __all__ = ["AgentSession", "mail_ssl_context", "open_agent"]
 
 PinCallback = Callable[[str], str]
+
+
+def issuer_chain(
+    cert: x509.Certificate, candidates: Sequence[x509.Certificate]
+) -> tuple[x509.Certificate, ...]:
+    """The CA certificates among ``candidates`` that lead up from ``cert`` (issuer first,
+    roots left out: the correspondent has the root it trusts), each checked as the issuer."""
+    chain: list[x509.Certificate] = []
+    current = cert
+    while len(chain) < len(candidates):
+        issuer = next((c for c in candidates if c not in chain and _issued(c, current)), None)
+        if issuer is None or issuer.subject == issuer.issuer:
+            break
+        chain.append(issuer)
+        current = issuer
+    return tuple(chain)
+
+
+def _issued(ca: x509.Certificate, cert: x509.Certificate) -> bool:
+    if ca.subject != cert.issuer:
+        return False
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def _read(path: Any, what: str) -> bytes:
@@ -202,6 +230,9 @@ def _open(
     cache = CrlCache.from_files(*config.trust.crls)
     crls: Any = ChainedCrlSource(cache, HttpCrlFetcher()) if config.trust.fetch_crls else cache
     validator = PkiValidator(trust, crls, intermediates)
+    if identity.signing_key is not None:
+        chain = issuer_chain(identity.signing_key.certificate, intermediates)
+        identity = dataclasses.replace(identity, chain=chain)
 
     book = StaticFinder()
     for path in config.address_book:

@@ -62,3 +62,32 @@ def test_a_ca_certificate_carried_by_the_message_completes_the_path(
     )  # fmt: skip
     (last,) = alone.fetch().ids
     assert alone.store.get(last).signature == "untrusted"
+
+
+def test_our_signatures_carry_the_ca_above_the_signer(
+    ops: Operators, post: PostOffice, make_agent: AgentFactory, tmp_path: pathlib.Path
+) -> None:
+    """A caducee user under an operator CA certified by a national root: the operator CA goes
+    with every signature, so a correspondent who trusts only the root checks the signer."""
+    from caducee.agent import Identity
+    from caducee.agent_setup import issuer_chain
+    from caducee.agent_trust import StaticFinder
+
+    root, issuing = _partner(tmp_path)
+    durand = _person(issuing, "Jeanne", "Durand", "durand@partner.test", "10005556667", "rsa")
+    chain = issuer_chain(durand.signing.certificate, [ops.op1.certificate, root.certificate,
+                                                      issuing.certificate])  # fmt: skip
+    assert chain == (issuing.certificate,)  # the root stays out: the reader has it
+    crls = CrlCache([ca.crl(now=EPOCH) for ca in (ops.op1, ops.op2, root, issuing)])
+    sender = make_agent(
+        durand,
+        identity=Identity(durand.email, durand.signing, [durand.encryption], chain=chain),
+        finder=StaticFinder([ops.martin.encryption.certificate]),
+        validator=PkiValidator(TrustStore([ops.op1.certificate]), crls),
+    )
+    sender.send(["martin@op1.test"], "résultat", "voir le compte rendu")
+    trust = TrustStore([ops.op1.certificate, ops.op2.certificate, root.certificate])
+    martin = make_agent(ops.martin, validator=PkiValidator(trust, crls))
+    (got,) = martin.fetch().ids
+    stored = martin.store.get(got)
+    assert (stored.signature, stored.signer_issuer) == ("valid", "Partner Issuing CA")
