@@ -918,9 +918,13 @@ class Agent:
                     intermediates=carried,
                 )
             except CaduceeError as exc:  # intact, but who signed could not be checked
+                from caducee.pki.errors import CertificateRevokedError
+
+                # A revoked signer is known bad (its key may be in other hands): broken.
+                revoked = isinstance(exc, CertificateRevokedError)
                 return _Verdict(
                     encrypted,
-                    "untrusted",
+                    "invalid" if revoked else "untrusted",
                     f"signer not trusted: {exc}",
                     s.certificate,
                     None,

@@ -91,3 +91,27 @@ def test_our_signatures_carry_the_ca_above_the_signer(
     (got,) = martin.fetch().ids
     stored = martin.store.get(got)
     assert (stored.signature, stored.signer_issuer) == ("valid", "Partner Issuing CA")
+
+
+def test_a_revoked_signer_is_broken_not_merely_unchecked(
+    ops: Operators, post: PostOffice, make_agent: AgentFactory, tmp_path: pathlib.Path
+) -> None:
+    """Its key may be in other hands: a signature by a revoked certificate is not shown as
+    intact-but-unchecked."""
+    root, issuing = _partner(tmp_path)
+    durand = _person(issuing, "Jeanne", "Durand", "durand@partner.test", "10005556667", "rsa")
+    issuing.revoke(durand.signing.certificate.serial_number, "keyCompromise", now=EPOCH)
+    crls = CrlCache([ca.crl(now=EPOCH) for ca in (ops.op1, ops.op2, root, issuing)])
+    trust = TrustStore([ops.op1.certificate, ops.op2.certificate, root.certificate])
+    martin = make_agent(ops.martin, validator=PkiValidator(trust, crls))
+    post.mailbox("martin@op1.test").deliver(
+        protect(
+            b"From: durand@partner.test\r\nTo: martin@op1.test\r\nSubject: x\r\n\r\nhi\r\n",
+            signer=durand.signing, recipients=[], signing_time=now(), random=os.urandom,
+            options=ProtectOptions(extra_certificates=(issuing.certificate,)),
+        )
+    )  # fmt: skip
+    (got,) = martin.fetch().ids
+    stored = martin.store.get(got)
+    assert stored.signature == "invalid" and "revoked" in (stored.reason or "")
+    assert martin.security_summary(stored).startswith("SIGNATURE BROKEN: signer not trusted")
