@@ -299,7 +299,13 @@ class Agent:
         attachments: Sequence[Attachment],
         message_id: str,
         request_mdn: bool,
+        legacy_display: bool = False,
     ) -> bytes:
+        """The message as written, before signing and encryption. ``legacy_display``: the
+        Subject will be hidden outside (encrypted mail), so the text begins with it, marked
+        ``hp-legacy-display="1"`` (RFC 9788 §4.5.3): readers that do not know protected
+        headers (Outlook, today's Thunderbird for S/MIME) show it above the text; readers
+        that do (caducee) hide it."""
         msg = email.message.EmailMessage(policy=email.policy.SMTP)
         sender = self.identity.email
         if self.identity.display_name:
@@ -313,7 +319,11 @@ class Agent:
         msg["Message-ID"] = message_id
         if request_mdn:
             msg[mdn.REQUEST_HEADER] = self.identity.email
-        msg.set_content(body)
+        if legacy_display:
+            msg.set_content(f"Subject: {subject}\n\n{body}")
+            msg.set_param("hp-legacy-display", "1")
+        else:
+            msg.set_content(body)
         encoded: dict[bytes, bytes] = {}
         for att in attachments:
             ctype = att.content_type or mimetypes.guess_type(att.filename)[0]
@@ -454,7 +464,10 @@ class Agent:
                 + ")"
             )
         message_id = self._message_id()
-        mime = self._build_mime(to, cc, subject, body, attachments, message_id, request_mdn)
+        mime = self._build_mime(
+            to, cc, subject, body, attachments, message_id, request_mdn,
+            legacy_display=not problems,  # encrypted: the Subject is hidden outside
+        )  # fmt: skip
         wire = self._protect(mime, [v.certificate for _, v in found], encrypt=not problems)
         return self._submit_and_keep(
             wire,

@@ -110,9 +110,23 @@ def _leaves(msg: email.message.Message) -> list[email.message.Message]:
     return [p for p in msg.walk() if not p.is_multipart()]
 
 
+def _without_legacy_display(text: str) -> str:
+    """The text of a part marked ``hp-legacy-display="1"`` without the header lines that lead
+    it (RFC 9788 §4.5.3.3): they repeat protected fields for readers that ignore them, and
+    this reader shows those fields from the protected headers."""
+    blank = re.search(r"\r?\n\r?\n", text)
+    if blank is None:
+        return text
+    lines = text[: blank.start()].splitlines()
+    if lines and all(re.match(r"[A-Za-z][A-Za-z0-9-]*: ", line) for line in lines):
+        return text[blank.end() :]
+    return text
+
+
 def render_entity(entity: bytes) -> tuple[Rendered, list[tuple[Part, bytes]]]:
     """Text body (text/plain preferred), links, parts list, and the attachments' bytes."""
     msg = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(entity)
+    protected = msg.get_param("hp") in ("cipher", "clear")
     plain: str | None = None
     html_text: str | None = None
     links: list[str] = []
@@ -134,6 +148,8 @@ def render_entity(entity: bytes) -> tuple[Rendered, list[tuple[Part, bytes]]]:
             attachments.append((part, data))
         elif ctype == "text/plain" and plain is None:
             plain = _text_of(leaf)
+            if protected and leaf.get_param("hp-legacy-display") == "1":
+                plain = _without_legacy_display(plain)
         elif ctype == "text/html" and html_text is None:
             html_text, links = html_to_text(_text_of(leaf))
     if plain is not None:

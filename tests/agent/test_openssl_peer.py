@@ -157,3 +157,42 @@ def test_a_sha1_signature_is_valid_with_a_warning(
         " SHA-256); NOT ENCRYPTED"
     )
     assert "WARNING" not in martin.security_summary(strong)
+
+
+def test_readers_without_protected_headers_see_the_subject_in_the_text(
+    ops: Operators,
+    post: PostOffice,
+    make_agent: AgentFactory,
+    tmp_path: pathlib.Path,
+    openssl: str,
+):
+    """Encrypted mail hides its Subject outside ("[...]"); Outlook and Thunderbird's S/MIME
+    do not read the protected one, so the text starts with it (RFC 9788 legacy display),
+    which caducee hides again. Signed-only mail, whose Subject shows, has none."""
+    import email
+    import email.policy
+
+    petit = _files(
+        ops.petit, ops.op1.certificate.public_bytes(serialization.Encoding.PEM), tmp_path
+    )
+    martin = make_agent(ops.martin)
+    martin.send(["petit@op1.test"], "Résultat du bilan", "Bien reçu, merci.")
+    received = tmp_path / "received.eml"
+    received.write_bytes(post.submitted[-1][1])
+    decrypted = run([openssl, "cms", "-decrypt", "-in", str(received),
+                     "-recip", petit["enc.crt"], "-inkey", petit["enc.key"]])  # fmt: skip
+    signed = email.message_from_bytes(decrypted, policy=email.policy.default)
+    inner = next(p for p in signed.walk() if p.get_content_type() == "text/plain")
+    assert inner.get_param("hp-legacy-display") == "1"
+    assert inner.get_content().startswith("Subject: Résultat du bilan\r\n\r\nBien reçu, merci.")
+
+    petit_agent = make_agent(ops.petit)
+    (got,) = petit_agent.fetch().ids
+    view = petit_agent.read(got)
+    assert view.headers["subject"] == "Résultat du bilan"
+    assert view.body.startswith("Bien reçu, merci.")  # the legacy display hidden
+
+    martin.send(["petit@op1.test", "nobody@op1.test"], "en clair", "texte", allow_plaintext=True)
+    clear = email.message_from_bytes(post.submitted[-1][1], policy=email.policy.default)
+    text = next(p for p in clear.walk() if p.get_content_type() == "text/plain")
+    assert text.get_param("hp-legacy-display") is None and text.get_content().startswith("texte")
