@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -124,33 +124,31 @@ class DirectoryFinder:
         self._directory = directory
         self._book = address_book or StaticFinder()
 
+    def _entries(self, email: str) -> list[Any]:
+        """The directories' entries for exactly this address ([] without a directory)."""
+        if self._directory is None:
+            return []
+        result = self._directory.lookup(email=email)  # type: ignore[attr-defined]
+        wanted = email.strip().lower()
+        return [entry for entry in result.entries if entry.email == wanted]
+
     def find_encryption_certificates(self, email: str) -> list[x509.Certificate]:
         found = list(self._book.find_encryption_certificates(email))
-        if self._directory is None:
-            return found
         try:
-            result = self._directory.lookup(email=email)  # type: ignore[attr-defined]
+            entries = self._entries(email)
         except DirectoryError:
             if found:
                 return found
             raise
-        for entry in result.entries:
-            if entry.email == email.strip().lower():
-                found.extend(entry.encryption_certificates)
-        return found
+        return found + [c for entry in entries for c in entry.encryption_certificates]
 
     def find_signer_certificates(self, email: str) -> list[x509.Certificate]:
         found = list(self._book.find_signer_certificates(email))
-        if self._directory is None:
-            return found
         try:
-            result = self._directory.lookup(email=email)  # type: ignore[attr-defined]
-        except DirectoryError:
+            entries = self._entries(email)
+        except DirectoryError:  # a signature left without its certificate stays unchecked
             return found
-        for entry in result.entries:
-            if entry.email == email.strip().lower():
-                found.extend(entry.certificates)
-        return found
+        return found + [c for entry in entries for c in entry.certificates]
 
 
 class PkiValidator:
