@@ -18,7 +18,7 @@ import tomllib
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from caducee.core.algorithms import ContentCipher
+from caducee.core.algorithms import CIPHER_PREFERENCE
 from caducee.errors import ConfigError
 
 __all__ = [
@@ -277,8 +277,8 @@ def _cipher(t: _Table, key: str, default: str | None) -> str | None:
     if value is None:
         return None
     name = value.upper().replace("-", "_")
-    if name not in ContentCipher.__members__:
-        choices = ", ".join(c.label for c in ContentCipher)
+    if name not in {c.name for c in CIPHER_PREFERENCE}:  # what the agent negotiates
+        choices = ", ".join(c.label for c in CIPHER_PREFERENCE)
         raise ConfigError(f"{t.where}: '{key}' must be one of {choices}")
     return name
 

@@ -58,6 +58,10 @@ class ContentCipher(enum.Enum):
     AES_256_GCM = ("aes-256-gcm", "2.16.840.1.101.3.4.1.46", 32, True)
     AES_128_CBC = ("aes-128-cbc", "2.16.840.1.101.3.4.1.2", 16, False)
     AES_256_CBC = ("aes-256-cbc", "2.16.840.1.101.3.4.1.42", 32, False)
+    # Read from the gateways that write them (openssl -aes192); never negotiated by us (not in
+    # CIPHER_PREFERENCE), written only when asked for by name (caducee smime --cipher).
+    AES_192_GCM = ("aes-192-gcm", "2.16.840.1.101.3.4.1.26", 24, True)
+    AES_192_CBC = ("aes-192-cbc", "2.16.840.1.101.3.4.1.22", 24, False)
 
     def __init__(self, label: str, oid: str, key_size: int, aead: bool) -> None:
         self.label = label

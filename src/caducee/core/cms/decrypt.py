@@ -486,8 +486,6 @@ _WEAK_CIPHERS = {
     "1.3.14.3.2.7": "DES",
     "1.2.840.113549.3.4": "RC4",
 }
-_AES_192 = {"2.16.840.1.101.3.4.1.22": "AES-192-CBC",
-            "2.16.840.1.101.3.4.1.26": "AES-192-GCM"}  # fmt: skip
 
 
 def _unsupported_cipher(oid: str) -> str:
@@ -496,11 +494,6 @@ def _unsupported_cipher(oid: str) -> str:
         return (
             f"content encrypted with {_WEAK_CIPHERS[oid]}, refused as too weak:"
             " ask the sender to use AES (128 or 256 bits)"
-        )
-    if _AES_192.get(oid):
-        return (
-            f"content encrypted with {_AES_192[oid]}, which caducee does not read:"
-            " ask the sender to use AES-128 or AES-256"
         )
     return f"content encryption algorithm {oid} is not supported"
 
