@@ -191,6 +191,36 @@ def test_renew_both_keeps_old_mail_readable_and_signs_with_the_new_key(  # type:
     assert records[new_enc.serial_number].purpose == "encryption"
 
 
+def test_renew_can_revoke_and_withdraw_what_it_replaces(card, tmp_path: pathlib.Path) -> None:  # type: ignore[no-untyped-def]
+    """--revoke-previous: the replaced certificates are revoked as superseded (earlier
+    signatures stay valid, older mail readable), listed on the CRL, and withdrawn."""
+    from caducee.directory.federation import open_directory
+    from caducee.pki import CertificateAuthority, ProfessionalIdentity
+    from caducee.pki.publish import DirectoryPublisher
+
+    directory = f"sqlite://{tmp_path / 'annuaire.sqlite'}"
+    with open_directory(directory, create=True) as annuaire:  # the card as first published
+        identity = ProfessionalIdentity.from_certificate(card.signature)
+        for cert, purpose in ((card.signature, "signature"), (card.encryption, "encryption")):
+            DirectoryPublisher(annuaire).issued(cert, identity, purpose)
+    done = _renew("--ca", str(card.ca_dir), "--publish", directory, "--revoke-previous")
+    assert done.exit_code == 0, done.output
+    assert done.output.count("revoked (superseded), withdrawn from") == 2
+    assert "revoke them with" not in done.output  # done, not advised
+    records = {r.serial: r for r in card.ca.records()}
+    for old in (card.signature, card.encryption):
+        record = records[old.serial_number]
+        assert (record.status, record.reason) == ("revoked", "superseded")
+    crl = CertificateAuthority.open(card.ca_dir).store.latest_crl()
+    assert crl is not None
+    listed = {entry.serial_number for entry in crl}
+    assert {card.signature.serial_number, card.encryption.serial_number} <= listed
+    with open_directory(directory, create=False) as annuaire:
+        (entry,) = annuaire.lookup(email="martin@op1.test").entries
+    assert card.encryption not in entry.encryption_certificates
+    assert entry.encryption_certificates  # the new one
+
+
 def test_renew_signature_only_leaves_the_encryption_key_alone(card) -> None:  # type: ignore[no-untyped-def]
     before = {(c, label, i) for c, label, i in _objects() if label == "encryption"}
     result = _renew("--ca", str(card.ca_dir), "--purpose", "signature")

@@ -588,6 +588,12 @@ def _renewed_files(purpose: str) -> tuple[str, ...]:
     show_default=True,
     help="Seconds before an unreachable directory is an error.",
 )
+@click.option(
+    "--revoke-previous",
+    is_flag=True,
+    help="Revoke the certificates the new ones replace (reason superseded: earlier signatures "
+    "stay valid, older mail stays readable) and, with --publish, withdraw them.",
+)
 def renew_command(
     module_path: str | None,
     label: str | None,
@@ -604,6 +610,7 @@ def renew_command(
     password_file: str | None,
     token_file: str | None,
     timeout: float,
+    revoke_previous: bool,
 ) -> None:
     """Renew the card's certificates with NEW key pairs, for the identity already on the card.
 
@@ -631,7 +638,7 @@ def renew_command(
     try:
         _renew(
             module_path, label, purpose, ca, pin_source, kind, keystore_path, cert_out,
-            overwrite, publish_url, directory,
+            overwrite, publish_url, directory, revoke_previous,
         )  # fmt: skip
     finally:
         if directory is not None:
@@ -666,6 +673,7 @@ def _renew(
     overwrite: bool,
     publish_url: str | None,
     directory: Directory | None,
+    revoke_previous: bool = False,
 ) -> None:
     from caducee.card.renew import (
         RenewalRefusedError,
@@ -708,7 +716,44 @@ def _renew(
     _report_renewal(token.label, identity, ca, renewed, cert_out, overwrite)
     if directory is not None:
         _publish_renewed(directory, publish_url or "", identity, renewed, cert_out)
-    _echo_superseded(renewed, ca, publish_url)
+    if revoke_previous:
+        _revoke_previous(renewed, ca, directory, publish_url)
+    else:
+        _echo_superseded(renewed, ca, publish_url)
+
+
+def _revoke_previous(
+    renewed: RenewedCard,
+    ca: CertificateAuthority,
+    directory: Directory | None,
+    publish_url: str | None,
+) -> None:
+    """Revoke (superseded) what the renewal replaced, and withdraw it from the directory."""
+    from caducee.errors import CaduceeError
+    from caducee.pki.publish import DirectoryPublisher, PublicationError
+    from caducee.serials import format_serial
+
+    for cert in renewed.previous.values():
+        shown = format_serial(cert.serial_number)
+        try:
+            ca.revoke(cert.serial_number, "superseded")
+        except CaduceeError as exc:
+            raise UsageError(
+                f"card renewed; revoking the earlier certificate {shown} failed: {exc}; revoke"
+                f" it with 'caducee ca revoke --ca {ca.store.path} {shown} --reason superseded'"
+            ) from None
+        note = ""
+        if directory is not None:
+            try:
+                removed = DirectoryPublisher(directory).revoked(cert, "superseded")
+            except CaduceeError as exc:
+                raise PublicationError(
+                    f"card renewed, {shown} revoked; withdrawing it from {publish_url} failed:"
+                    f" {exc}; withdraw it with 'caducee directory withdraw -d {publish_url}"
+                    f" --serial {shown}'"
+                ) from None
+            note = f", withdrawn from {publish_url}" if removed else ""
+        click.echo(f"earlier certificate {shown} revoked (superseded){note}")
 
 
 def _report_renewal(
