@@ -28,7 +28,7 @@ import os
 import pathlib
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 from cryptography import x509
 
@@ -165,6 +165,13 @@ class Attachment:
             raise UsageError(f"cannot read attachment {file}: {exc.strerror}") from None
 
 
+class _Lookup(NamedTuple):
+    found: list[tuple[str, TrustVerdict]]
+    problems: list[tuple[str, str]]  # (address, why)
+    unknown: list[tuple[str, str]]  # (address, the directory's error)
+    codes: dict[str, str]  # address -> REASON_CODES entry, for each problem
+
+
 @dataclasses.dataclass(frozen=True)
 class _Verdict:
     encrypted: bool
@@ -279,7 +286,6 @@ class Agent:
         self.random = random
         self._receipts_blocked = False  # during a fetch: a receipt was held back already
         self._lock = threading.RLock()  # see _serialized
-        self._reasons: dict[str, str] = {}  # reason codes of the last recipient lookup
 
     def __repr__(self) -> str:
         return f"<Agent {self.identity.email}>"
@@ -356,19 +362,17 @@ class Agent:
     ) -> tuple[list[tuple[str, TrustVerdict]], list[tuple[str, str]]]:
         """(address, trusted encryption certificate) for each, and (address, why not) problems
         (a failed directory lookup among them)."""
-        found, problems, unknown = self._lookup_recipients(addresses)
+        found, problems, unknown, _ = self._lookup_recipients(addresses)
         return found, problems + [(a, f"directory lookup failed ({why})") for a, why in unknown]
 
-    def _lookup_recipients(
-        self, addresses: Sequence[str]
-    ) -> tuple[list[tuple[str, TrustVerdict]], list[tuple[str, str]], list[tuple[str, str]]]:
-        """Found certificates, recipients without a valid one, and recipients that could not
-        be looked up (a directory down: (address, the directory's error)). The reason code of
-        each problem is left in ``self._reasons`` for :class:`RecipientsRefusedError`."""
+    def _lookup_recipients(self, addresses: Sequence[str]) -> _Lookup:
+        """Found certificates, recipients without a valid one (with a reason code each, for
+        :class:`RecipientsRefusedError`), and recipients that could not be looked up (a
+        directory down: (address, the directory's error))."""
         found: list[tuple[str, TrustVerdict]] = []
         problems: list[tuple[str, str]] = []
         unknown: list[tuple[str, str]] = []
-        self._reasons = {}
+        codes_of: dict[str, str] = {}
         now = self.clock()
         for address in addresses:
             try:
@@ -378,11 +382,11 @@ class Agent:
                 continue
             except CaduceeError as exc:
                 problems.append((address, f"directory lookup failed ({exc})"))
-                self._reasons[address] = "lookup-failed"
+                codes_of[address] = "lookup-failed"
                 continue
             if not candidates:
                 problems.append((address, "no certificate in the directories or address book"))
-                self._reasons[address] = "no-certificate"
+                codes_of[address] = "no-certificate"
                 continue
             reasons: list[str] = []
             codes: list[str] = []
@@ -399,8 +403,8 @@ class Agent:
                 break
             else:
                 problems.append((address, "; ".join(dict.fromkeys(reasons))))
-                self._reasons[address] = codes[0] if codes else "untrusted"
-        return found, problems, unknown
+                codes_of[address] = codes[0] if codes else "untrusted"
+        return _Lookup(found, problems, unknown, codes_of)
 
     @_serialized
     def send(
@@ -447,12 +451,12 @@ class Agent:
                 "no signing key: this identity cannot sign (card missing or revoked);"
                 " reading mail still works"
             )
-        found, problems, unknown = self._lookup_recipients(everyone)
+        found, problems, unknown, codes_of = self._lookup_recipients(everyone)
         if unknown:
             raise RecipientsUnknownError(unknown)
         warning = None
         if problems and not allow_plaintext:
-            raise RecipientsRefusedError(problems, self._reasons)
+            raise RecipientsRefusedError(problems, codes_of)
         if problems:
             if not self.policy.allow_plaintext:
                 raise PolicyError(
@@ -1084,7 +1088,7 @@ class Agent:
             original_id = opened.headers.get("message-id")
             if not original_id:
                 return True
-            found, problems, unknown = self._lookup_recipients([to])
+            found, problems, unknown, _ = self._lookup_recipients([to])
             if unknown:  # an outage must not downgrade the receipt to unencrypted
                 _, why = unknown[0]
                 log.warning(
